@@ -1,0 +1,1 @@
+"""Helpers behind raykit's invoke tasks."""

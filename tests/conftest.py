@@ -1,0 +1,92 @@
+"""Shared fixtures: the integration suite brings up one lab and every test reuses it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+INVENTORY = ROOT / "inventory" / "lab.yml"
+LAB_HOSTS = 3
+IN_CI = os.environ.get("CI") == "true"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "lab: needs the local lab (root, systemd-nspawn)")
+    config.addinivalue_line("markers", "lab_teardown: changes the lab's shape; runs after every other test")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests that reshape or remove the shared lab run last, in file order.
+    items.sort(key=lambda item: item.get_closest_marker("lab_teardown") is not None)
+
+
+def invoke(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run an invoke task as a user would, from the repository root."""
+    cmd = [str(Path(sys.executable).parent / "invoke"), *args]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        pytest.fail(f"invoke {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str
+    address: str
+    user: str
+    key: str
+    known_hosts: str
+
+    def ssh(self, command: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        cmd = [
+            "ssh", "-i", self.key,
+            "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+            f"{self.user}@{self.address}", command,
+        ]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            pytest.fail(f"{self.name}: {command!r} exited {result.returncode}: {result.stderr.strip()}")
+        return result
+
+
+def read_inventory() -> dict[str, LabHost]:
+    """The lab's hosts as any Ansible user sees them: from inventory/lab.yml."""
+    inv = yaml.safe_load(INVENTORY.read_text())["all"]
+    common = inv["vars"]["ansible_ssh_common_args"].split()
+    known = next(o.split("=", 1)[1] for o in common if o.startswith("UserKnownHostsFile="))
+    hosts = {}
+    for group in ("ray_head", "ray_workers"):
+        for name, hvars in (inv["children"][group]["hosts"] or {}).items():
+            hosts[name] = LabHost(
+                name, hvars["ansible_host"], inv["vars"]["ansible_user"], inv["vars"]["ansible_ssh_private_key_file"], known
+            )
+    return hosts
+
+
+def lab_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "the lab needs root"
+    if shutil.which("systemd-nspawn") is None and shutil.which("apt-get") is None:
+        return "the lab needs systemd-nspawn (or apt-get to install it)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def lab() -> dict[str, LabHost]:
+    """One lab of LAB_HOSTS hosts for the whole session (lab.up adopts a running one)."""
+    reason = lab_unavailable()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"CI=true but the lab cannot run here: {reason}")
+        pytest.skip(reason)
+    invoke("lab.up", "--hosts", str(LAB_HOSTS))
+    return read_inventory()
