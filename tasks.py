@@ -6,8 +6,11 @@ Run `invoke --list` for the tasks; defaults come from invoke.yaml.
 from __future__ import annotations
 
 import json
+import platform
+import shlex
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -134,6 +137,77 @@ def poweron(c, host):
         labkit.poweron(lab_settings(c), host)
 
 
+# --- cluster ------------------------------------------------------------------
+
+
+def playbook(c: Context, name: str, inventory: str | None, *args: str, **kwargs):
+    """Run one of playbooks/ from the repository root, so ansible.cfg applies."""
+    cmd = [_venv_bin("ansible-playbook"), f"playbooks/{name}.yml"]
+    if inventory:
+        cmd += ["--inventory", inventory]
+    cmd += list(args)
+    with c.cd(str(ROOT)):
+        result = c.run(" ".join(shlex.quote(a) for a in cmd), pty=False, warn=True, **kwargs)
+    if result.failed:
+        raise Exit(f"error: ansible-playbook playbooks/{name}.yml failed (exit {result.exited}); see above", code=1)
+    return result
+
+
+INVENTORY_HELP = "Ansible inventory (default: ansible.cfg's, the local lab)"
+
+
+@task(help={"inventory": INVENTORY_HELP})
+def lock(c, inventory=None):
+    """Resolve the pins (inventory/group_vars/all/ray.yml) into locks/cluster-ARCH.txt with hashes."""
+    with step("lock"):
+        playbook(c, "lock", inventory)
+
+
+@task(help={"inventory": INVENTORY_HELP, "check": "only report what would change"})
+def provision(c, inventory=None, check=False):
+    """Install the identical Python and Ray on every host, offline from the controller's wheelhouse."""
+    with step("provision"):
+        playbook(c, "provision", inventory, *(["--check"] if check else []))
+
+
+@task(help={"inventory": INVENTORY_HELP, "json": "print JSON instead of a table"})
+def versions(c, inventory=None, json_=False):
+    """Show each host's Python, Ray and package digest, and the controller's job client; flag drift."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp, "versions.json")
+        playbook(c, "versions", inventory, "-e", f"raykit_report_file={out}", hide="out")
+        hosts = json.loads(out.read_text())
+    rows = [
+        {
+            "host": name,
+            "python": r["python"],
+            "ray": r["ray"],
+            "packages": str(r["packages"]),
+            "digest": r["digest"][:12],
+            "status": "; ".join(r["problems"]) or "ok",
+        }
+        for name, r in hosts.items()
+    ]
+    import ray  # the controller's job client; imported late, it is slow to import
+
+    rows.append(
+        {
+            "host": "controller (job client)",
+            "python": platform.python_version(),
+            "ray": ray.__version__,
+            "packages": "-",
+            "digest": "-",
+            "status": "ok" if all(ray.__version__ == r["ray"] for r in hosts.values()) else "Ray differs from the cluster",
+        }
+    )
+    if json_:
+        print(json.dumps(rows, indent=2))
+    else:
+        print_table(rows)
+    if any(row["status"] != "ok" for row in rows):
+        raise Exit("error: the hosts are not identical to the pins (see status); run `invoke provision`", code=1)
+
+
 # --- checks -------------------------------------------------------------------
 
 
@@ -145,8 +219,7 @@ def _venv_bin(name: str) -> str:
 def lint(c):
     """yamllint and ansible-lint (production profile) over the repository."""
     c.run(f"{_venv_bin('yamllint')} --strict .", echo=True)
-    if any((ROOT / d).glob("**/*.yml") for d in ("playbooks", "roles")):
-        c.run(f"{_venv_bin('ansible-lint')} --profile production", echo=True)
+    c.run(f"{_venv_bin('ansible-lint')} --profile production", echo=True)
 
 
 @task(
@@ -158,7 +231,7 @@ def test(c, k=None, unit=False):
     args = ["-p", "no:cacheprovider", "-ra"]
     if k:
         args += ["-k", k]
-    args.append("tests/unit" if unit else "tests")
+    args += ["tests/unit"] if unit else ["tests/unit", "tests/integration"]
     c.run(f"{_venv_bin('pytest')} {' '.join(args)}", echo=True, pty=False)
 
 
@@ -197,6 +270,6 @@ def demo(c):
 lab = Collection("lab", up, down, status, reboot, poweroff, poweron)
 bench = Collection("bench")
 bench.add_task(bench_lab, name="lab")
-ns = Collection(demo, lint, test)
+ns = Collection(demo, lint, test, lock, provision, versions)
 ns.add_collection(lab)
 ns.add_collection(bench)

@@ -33,6 +33,7 @@ BASE_PACKAGES = (
     "iproute2",
     "libpam-systemd",
     "openssh-server",
+    "python3-apt",
     "python3",
     "python3-venv",
     "sudo",

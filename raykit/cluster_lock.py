@@ -1,0 +1,122 @@
+"""The cluster lock: every Python package the hosts install, pinned with hashes.
+
+One file per host architecture, `locks/cluster-ARCH.txt`, made by uv for the pinned
+Python version. Its first line records the pins it was made from, so a changed pin
+without a re-lock is caught before anything is installed (roles/ray/tasks/preflight.yml).
+
+Run by `invoke lock` through playbooks/lock.yml:
+    python -m raykit.cluster_lock --python 3.11.2 --ray 2.60.0 --extra default \
+        --package numpy --arch x86_64 --out locks
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HEADER_PREFIX = "# raykit-lock: "
+# Oldest glibc the wheels may need (Debian 11+, Ubuntu 20.04+, RHEL 9).
+MANYLINUX = "manylinux_2_28"
+
+
+class LockError(Exception):
+    """A problem with the pins; shown as one line."""
+
+
+@dataclass(frozen=True)
+class Pins:
+    python_version: str
+    ray_version: str
+    ray_extras: tuple[str, ...]
+    extra_packages: tuple[str, ...]
+
+    def requirements(self) -> str:
+        extras = f"[{','.join(self.ray_extras)}]" if self.ray_extras else ""
+        # uv is the installer on the hosts; it comes from the wheelhouse like the rest.
+        return "\n".join([f"ray{extras}=={self.ray_version}", *self.extra_packages, "uv"]) + "\n"
+
+
+def lock_file(out_dir: Path, arch: str) -> Path:
+    return out_dir / f"cluster-{arch}.txt"
+
+
+def ray_known_extras(ray_version: str) -> list[str]:
+    """Ray's extras, read from the controller's own Ray, which must be the cluster's version."""
+    installed = importlib.metadata.version("ray")
+    if installed != ray_version:
+        raise LockError(
+            f"ray_version {ray_version} differs from the controller's job client (Ray {installed}); "
+            f"pin ray[default]=={ray_version} in requirements.in as well"
+        )
+    return sorted(importlib.metadata.metadata("ray").get_all("Provides-Extra") or [])
+
+
+def header(pins: Pins, arch: str, known_extras: list[str]) -> str:
+    data = {**asdict(pins), "arch": arch, "ray_known_extras": known_extras}
+    return HEADER_PREFIX + json.dumps(data, sort_keys=True)
+
+
+def read_header(path: Path) -> dict[str, object]:
+    first = path.read_text().split("\n", 1)[0]
+    if not first.startswith(HEADER_PREFIX):
+        raise LockError(f"{path} has no raykit header; run `invoke lock`")
+    return json.loads(first[len(HEADER_PREFIX) :])
+
+
+def compile_lock(pins: Pins, arch: str, out_dir: Path, uv: str) -> bool:
+    """Resolve the pins for one architecture; returns whether the lock file changed."""
+    known = ray_known_extras(pins.ray_version)
+    unknown = sorted(set(pins.ray_extras) - set(known))
+    if unknown:
+        raise LockError(f"ray_extras: unknown extra {', '.join(unknown)} (Ray {pins.ray_version} has: {', '.join(known)})")
+    with tempfile.TemporaryDirectory() as tmp:
+        req, out = Path(tmp, "cluster.in"), Path(tmp, "cluster.txt")
+        req.write_text(pins.requirements())
+        cmd = [
+            uv, "pip", "compile", "--quiet", "--no-header", "--generate-hashes",
+            "--python-version", pins.python_version,
+            "--python-platform", f"{arch}-{MANYLINUX}",
+            "--only-binary", ":all:",
+            "--output-file", str(out), str(req),
+        ]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise LockError(f"uv could not resolve the pins for {arch}: {result.stderr.strip()}")
+        text = header(pins, arch, known) + "\n" + out.read_text()
+    path = lock_file(out_dir, arch)
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--python", required=True, help="pinned Python version X.Y.Z")
+    parser.add_argument("--ray", required=True, help="pinned Ray version")
+    parser.add_argument("--extra", action="append", default=[], help="a Ray extra (repeatable)")
+    parser.add_argument("--package", action="append", default=[], help="another requirement (repeatable)")
+    parser.add_argument("--arch", action="append", required=True, help="a host architecture (repeatable)")
+    parser.add_argument("--out", type=Path, required=True, help="folder of the lock files")
+    parser.add_argument("--uv", default=str(Path(sys.executable).parent / "uv"))
+    args = parser.parse_args(argv)
+    pins = Pins(args.python, args.ray, tuple(args.extra), tuple(args.package))
+    try:
+        for arch in sorted(set(args.arch)):
+            changed = compile_lock(pins, arch, args.out, args.uv)
+            print(f"{lock_file(args.out, arch)}: {'changed' if changed else 'unchanged'}")
+    except LockError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The controller's wheelhouse: the locked wheels, downloaded once and packed for the hosts.
+
+Hosts have no registry access, so everything they install comes from here: one tar per
+lock holding the lock itself, the uv binary the hosts install with, and (unless the hosts
+use an index) every locked wheel, checked against the lock's hashes by pip on download.
+The tar is built reproducibly, so an unchanged lock never makes Ansible copy it again.
+
+Run by playbooks/provision.yml on the controller:
+    python -m raykit.wheelhouse --lock locks/cluster-x86_64.txt --cache ~/.cache/raykit/wheelhouse \
+        --name x86_64-LOCKDIGEST
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+from raykit.cluster_lock import read_header
+
+PIP_TIMEOUT_S = 600
+
+
+def requirement_blocks(lock_text: str) -> dict[str, str]:
+    """name -> its requirement block: the `name==version` line and its --hash lines."""
+    blocks: dict[str, list[str]] = {}
+    name = None
+    for line in lock_text.splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            name = line.split("==")[0].strip().lower()
+            blocks[name] = [line]
+        elif name and line.strip().startswith("--hash"):
+            blocks[name].append(line)
+        else:
+            name = None
+    return {n: "\n".join(lines) + "\n" for n, lines in blocks.items()}
+
+
+def pip_platforms(arch: str, manylinux_max: int = 28) -> list[str]:
+    # pip matches --platform tags exactly, so list every manylinux level the hosts accept.
+    tags = [f"manylinux_2_{minor}_{arch}" for minor in range(17, manylinux_max + 1)]
+    return [*tags, f"manylinux2014_{arch}"]
+
+
+def download(requirements: Path, arch: str, python_version: str, dest: Path) -> None:
+    major, minor, _ = python_version.split(".")
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+        "--require-hashes", "--no-deps", "--only-binary=:all:",
+        "--python-version", f"{major}.{minor}", "--implementation", "cp", "--abi", f"cp{major}{minor}",
+        *[arg for tag in pip_platforms(arch) for arg in ("--platform", tag)],
+        "--dest", str(dest), "--requirement", str(requirements),
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+    if result.returncode != 0:
+        errors = [ln for ln in result.stderr.splitlines() if ln.startswith("ERROR")]
+        raise SystemExit(f"error: downloading the locked wheels failed: {' | '.join(errors) or result.stderr[-500:]}")
+
+
+def uv_binary(wheels: Path) -> bytes:
+    (wheel,) = wheels.glob("uv-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        (member,) = [n for n in zf.namelist() if n.endswith(".data/scripts/uv")]
+        return zf.read(member)
+
+
+def pack(tar_path: Path, lock: Path, uv: bytes, wheels: list[Path]) -> None:
+    """A reproducible tar: fixed order, times and owners, so its checksum follows its content."""
+
+    def add(tf: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), mode, 0
+        tf.addfile(info, io.BytesIO(data))
+
+    top = tar_path.parent.name
+    tmp = tar_path.with_suffix(".tmp")
+    with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tf:
+        add(tf, f"{top}/requirements.txt", lock.read_bytes(), 0o644)
+        add(tf, f"{top}/uv", uv, 0o755)
+        for wheel in sorted(wheels):
+            add(tf, f"{top}/wheels/{wheel.name}", wheel.read_bytes(), 0o644)
+        # Last, so its presence on a host means the whole tar was unpacked.
+        add(tf, f"{top}/.complete", b"", 0o644)
+    tmp.replace(tar_path)
+
+
+def ensure(lock: Path, cache: Path, name: str, index_only: bool) -> dict[str, object]:
+    meta = read_header(lock)
+    arch, python_version = str(meta["arch"]), str(meta["python_version"])
+    dest = cache / name
+    tar_path = dest / "wheelhouse.tar"
+    cache.mkdir(parents=True, exist_ok=True)
+    # Hosts of one architecture ask for the same wheelhouse at once: the first builds it.
+    with open(cache / f".{name}.lock", "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        changed = not tar_path.exists()
+        if changed:
+            build(lock, dest, arch, python_version, index_only)
+    return {"tar": str(tar_path), "id": name, "changed": changed, "bytes": tar_path.stat().st_size}
+
+
+def build(lock: Path, dest: Path, arch: str, python_version: str, index_only: bool) -> None:
+    wheels = dest / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    requirements = dest / "requirements.txt"
+    if index_only:
+        requirements.write_text(requirement_blocks(lock.read_text())["uv"])
+    else:
+        shutil.copyfile(lock, requirements)
+    download(requirements, arch, python_version, wheels)
+    shipped = [] if index_only else list(wheels.glob("*.whl"))
+    pack(dest / "wheelhouse.tar", lock, uv_binary(wheels), shipped)
+    for old in dest.parent.glob(f"{arch}-*"):
+        if old != dest:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lock", type=Path, required=True)
+    parser.add_argument("--cache", type=Path, required=True)
+    parser.add_argument("--name", required=True, help="folder for this lock's wheelhouse (its content id)")
+    parser.add_argument("--index-only", action="store_true", help="hosts install from an index: ship uv only")
+    args = parser.parse_args(argv)
+    print(json.dumps(ensure(args.lock, args.cache.expanduser(), args.name, args.index_only)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""What a host has, as JSON for the ray role; read-only, standard library only.
+
+Passed to an interpreter with -c, so nothing is installed for it:
+  probe PREFIX ENV      with the system python: its version, venv support, what provision left
+  report < LOCK         with the environment's python: Python, Ray, a digest of every installed
+                        file, and how the packages differ from the lock on standard input
+"""
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import pwd
+import re
+import sys
+
+
+def normalize(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def probe(prefix, env):
+    wheelhouse = os.path.join(prefix, "wheelhouse")
+    complete = []
+    if os.path.isdir(wheelhouse):
+        complete = sorted(d for d in os.listdir(wheelhouse) if os.path.exists(os.path.join(wheelhouse, d, ".complete")))
+    return {
+        "python": platform.python_version(),
+        # Debian ships ensurepip in python3-venv: without it, `python3 -m venv` fails.
+        "venv": importlib.util.find_spec("ensurepip") is not None,
+        "env": os.path.exists(os.path.join(env, "bin", "python")),
+        "wheelhouses": complete,
+    }
+
+
+def locked_versions(lock_text):
+    pins = {}
+    for line in lock_text.splitlines():
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", line)
+        if match:
+            pins[normalize(match.group(1))] = match.group(2)
+    return pins
+
+
+def report(lock_text):
+    wanted = locked_versions(lock_text)
+    installed = {}
+    digest = hashlib.sha256()
+    for dist in sorted(importlib.metadata.distributions(), key=lambda d: normalize(d.metadata["Name"])):
+        name = normalize(dist.metadata["Name"])
+        installed[name] = dist.version
+        # RECORD lists every installed file with its hash: equal digests, equal files.
+        # uv_cache.json is uv's own bookkeeping (file times), not the package.
+        record = [ln for ln in (dist.read_text("RECORD") or "").splitlines() if "/uv_cache.json," not in ln]
+        digest.update(f"{name}=={dist.version}\n".encode() + "\n".join(record).encode())
+    drift = []
+    for name, version in sorted(wanted.items()):
+        have = installed.get(name)
+        if have is None:
+            drift.append(f"{name} missing (lock {version})")
+        elif have != version:
+            drift.append(f"{name} {have} (lock {version})")
+    drift += [f"{name} {installed[name]} not in the lock" for name in sorted(set(installed) - set(wanted))]
+    return {
+        "python": platform.python_version(),
+        "ray": installed.get("ray", "missing"),
+        "packages": len(installed),
+        "digest": digest.hexdigest(),
+        "drift": drift,
+        "env": sys.prefix,
+        "owner": pwd.getpwuid(os.stat(sys.prefix).st_uid).pw_name,
+    }
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "probe":
+        print(json.dumps(probe(sys.argv[2], sys.argv[3])))
+    else:
+        print(json.dumps(report(sys.stdin.read())))
