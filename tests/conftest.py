@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,3 +91,28 @@ def lab() -> dict[str, LabHost]:
         pytest.skip(reason)
     invoke("lab.up", "--hosts", str(LAB_HOSTS))
     return read_inventory()
+
+
+RECAP_RE = r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)"
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """host -> counts from ansible-playbook's PLAY RECAP."""
+    return {
+        m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)), "unreachable": int(m.group(4)),
+                     "failed": int(m.group(5))}
+        for m in re.finditer(RECAP_RE, output, re.MULTILINE)
+    }  # fmt: skip
+
+
+def write_inventory_variant(tmp: Path, edit) -> Path:
+    """A copy of the lab inventory changed by `edit(inventory_dict)`, beside the real group_vars."""
+    inv = yaml.safe_load(INVENTORY.read_text())
+    edit(inv["all"])
+    folder = tmp / "inventory"
+    folder.mkdir(exist_ok=True)
+    if not (folder / "group_vars").exists():
+        (folder / "group_vars").symlink_to(ROOT / "inventory" / "group_vars")
+    path = folder / "variant.yml"
+    path.write_text(yaml.safe_dump(inv, sort_keys=False))
+    return path

@@ -29,16 +29,11 @@ def ansible(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
 
 
-def ansible_oneline(pattern: str, command: str, *extra: str) -> dict[str, str]:
-    """host -> stdout of `command`, run through ansible's command module."""
-    result = ansible(pattern, "-o", "-m", "ansible.builtin.command", "-a", command, *extra)
+def ansible_stdout(pattern: str, command: str, *extra: str) -> dict[str, str]:
+    """host -> stdout of `command`, run through Ansible's command module."""
+    result = ansible(pattern, "-m", "ansible.builtin.command", "-a", command, *extra)
     assert result.returncode == 0, result.stdout + result.stderr
-    out = {}
-    for line in result.stdout.splitlines():
-        match = re.match(r"^(\S+) \| CHANGED \| rc=0 \| \(stdout\) (.*)$", line)
-        if match:
-            out[match.group(1)] = match.group(2)
-    return out
+    return dict(re.findall(r"^(\S+) \| CHANGED \| rc=0 >>\n(.*)$", result.stdout, re.MULTILINE))
 
 
 def lab_status() -> list[dict[str, str]]:
@@ -94,8 +89,8 @@ def test_inventory_has_one_head_and_the_rest_workers(lab: dict[str, LabHost]) ->
 
 
 def test_each_host_answers_ansible_as_the_admin_user_with_sudo(lab: dict[str, LabHost]) -> None:
-    assert ansible_oneline("all", "whoami") == {name: "ops" for name in lab}
-    assert ansible_oneline("all", "id -u", "--become") == {name: "0" for name in lab}
+    assert ansible_stdout("all", "whoami") == {name: "ops" for name in lab}
+    assert ansible_stdout("all", "id -u", "--become") == {name: "0" for name in lab}
 
 
 def test_root_cannot_log_in_over_ssh(lab: dict[str, LabHost]) -> None:

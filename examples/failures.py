@@ -1,0 +1,89 @@
+"""What happens when things fail (the notes' question 11), and how Ray recovers.
+
+(a) an exception in a task comes back to the caller, with its type and traceback;
+(b) a task whose worker process dies is retried (max_retries);
+(c) an actor whose process dies is restarted (max_restarts) and keeps serving;
+    its state starts over, since __init__ runs again.
+"""
+
+import os
+
+import ray
+from ray.exceptions import RayTaskError
+from ray.util.state import get_actor
+
+
+@ray.remote
+def parse(text: str) -> int:
+    return int(text)
+
+
+@ray.remote
+class Attempts:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def bump(self) -> int:
+        self.n += 1
+        return self.n
+
+
+@ray.remote(max_retries=2)
+def flaky(attempts: ray.actor.ActorHandle) -> str:
+    n = ray.get(attempts.bump.remote())
+    if n == 1:
+        os._exit(1)  # the worker process dies, as on a crash or the OOM killer
+    return f"succeeded on attempt {n}"
+
+
+@ray.remote(max_restarts=1, max_task_retries=1)
+class Service:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def crash_once(self) -> str:
+        # The call is retried on the restarted actor, which must not crash again.
+        if not ray.get_runtime_context().was_current_actor_reconstructed:
+            os._exit(1)
+        return "served after restart"
+
+    def handle(self) -> tuple[int, int, str]:
+        self.calls += 1
+        return self.calls, os.getpid(), ray.get_runtime_context().get_actor_id()
+
+
+def main() -> None:
+    ray.init()
+
+    # (a) The driver gets a RayTaskError that is also a ValueError, like the original.
+    try:
+        ray.get(parse.remote("not a number"))
+        raise SystemExit("FAIL: expected the task's ValueError")
+    except RayTaskError as e:
+        print("task error, as the driver sees it:\n", e)
+        assert isinstance(e, ValueError) and isinstance(e.cause, ValueError), repr(e)
+        assert "Traceback" in str(e), "expected the remote traceback"
+
+    # (b) A dead worker is a system failure: Ray reruns the task, up to max_retries times.
+    attempts = Attempts.remote()
+    print(ray.get(flaky.remote(attempts)))
+    n = ray.get(attempts.bump.remote()) - 1
+    print(f"task attempts: {n}")
+    assert n == 2, f"expected 2 attempts, saw {n}"
+
+    # (c) A dead actor process is restarted, up to max_restarts times.
+    service = Service.remote()
+    ray.get([service.handle.remote() for _ in range(3)])
+    calls, pid_before, actor_id = ray.get(service.handle.remote())
+    print(ray.get(service.crash_once.remote()))
+    calls_after, pid_after, _ = ray.get(service.handle.remote())
+    restarts = get_actor(actor_id).num_restarts
+    print(f"calls before crash: {calls}, after restart: {calls_after} (state starts over)")
+    print(f"actor pid {pid_before} -> {pid_after}")
+    print(f"actor restarts: {restarts}")
+    assert restarts == 1 and pid_after != pid_before and calls_after == 1, (restarts, pid_before, pid_after)
+    print("OK")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""invoke provision on the lab: identical Python and Ray on every host, checked on the hosts themselves."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, LabHost, invoke, recap, write_inventory_variant
+
+pytestmark = pytest.mark.lab
+
+PINS = yaml.safe_load((ROOT / "inventory/group_vars/all/ray.yml").read_text())
+ENV = f"/opt/ray/venvs/ray-{PINS['ray_version']}-py{PINS['ray_python_version']}"
+# Computed on the host without the kit: versions, and every installed file's hash from RECORD
+# (uv_cache.json is uv's own bookkeeping of file times).
+DIRECT_CHECK = (
+    "/opt/ray/current/bin/python -c 'import importlib.metadata as m, platform;"
+    " print(platform.python_version(), m.version(\"ray\"))'"
+    " && cat /opt/ray/current/lib/python3*/site-packages/*.dist-info/RECORD | grep -v uv_cache.json"
+    " | sort | sha256sum | cut -c1-64"
+)
+
+
+def provision(*args: str) -> subprocess.CompletedProcess[str]:
+    return invoke("provision", *args, check=False)
+
+
+def direct_state(host: LabHost) -> tuple[str, str, str]:
+    python, ray, digest = host.ssh(DIRECT_CHECK).stdout.split()
+    return python, ray, digest
+
+
+def set_on_every_host(**values: object):
+    def edit(inv: dict) -> None:
+        for group in inv["children"].values():
+            for hvars in (group["hosts"] or {}).values():
+                hvars.update(values)
+
+    return edit
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], *phrases: str) -> None:
+    """Failed with the message, and no task changed anything on any host."""
+    assert result.returncode != 0, result.stdout
+    for phrase in phrases:
+        assert phrase in result.stdout, f"{phrase!r} not in output:\n{result.stdout[-3000:]}"
+    counts = recap(result.stdout)
+    assert counts, result.stdout[-2000:]
+    assert all(c["changed"] == 0 for c in counts.values()), counts
+
+
+@pytest.fixture(scope="module")
+def hosts(lab: dict[str, LabHost]) -> dict[str, LabHost]:
+    return lab
+
+
+# --- bad input: refused before anything changes ---------------------------------
+
+
+def _no_head(inv: dict) -> None:
+    inv["children"]["ray_workers"]["hosts"].update(inv["children"].pop("ray_head")["hosts"])
+
+
+def _empty_head(inv: dict) -> None:
+    inv["children"]["ray_workers"]["hosts"].update(inv["children"]["ray_head"]["hosts"])
+    inv["children"]["ray_head"]["hosts"] = {}
+
+
+def _two_heads(inv: dict) -> None:
+    name, hvars = next(iter(inv["children"]["ray_workers"]["hosts"].items()))
+    inv["children"]["ray_head"]["hosts"][name] = hvars
+    del inv["children"]["ray_workers"]["hosts"][name]
+
+
+def _head_also_worker(inv: dict) -> None:
+    inv["children"]["ray_workers"]["hosts"].update(inv["children"]["ray_head"]["hosts"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_no_head, "group ray_head must hold exactly one host, it holds 0"),
+        (_empty_head, "group ray_head must hold exactly one host, it holds 0"),
+        (_two_heads, "group ray_head must hold exactly one host, it holds 2"),
+        (_head_also_worker, "is in both ray_head and ray_workers"),
+        (set_on_every_host(ray_python_version="3.11"), "ray_python_version '3.11' is not X.Y.Z"),
+        (set_on_every_host(ray_version="2.59.0"), "ray_version 2.59.0 / lock 2.60.0"),
+        (set_on_every_host(ray_extras=["default", "bogus"]), "ray_extras: unknown extra bogus"),
+        (set_on_every_host(ray_num_cpus=-2), "ray_num_cpus must be a whole number of 0 or more, got -2"),
+        (set_on_every_host(ray_num_cpus="four"), "ray_num_cpus"),
+        (set_on_every_host(ray_num_cpus=2.5), "ray_num_cpus"),
+        (set_on_every_host(ray_resources=["ssd"]), "ray_resources"),
+        (set_on_every_host(ray_resources={"ssd": "lots"}), "ray_resources must map names to numbers"),
+        (set_on_every_host(ray_node_ip="10.77.0.250"), "ray_node_ip '10.77.0.250' is not an address of this host"),
+        (set_on_every_host(ray_extra_packages=["numpy", "requests"]), "run `invoke lock`"),
+    ],
+    ids=[
+        "no-head-group", "empty-head", "two-heads", "head-also-worker", "python-not-xyz", "ray-not-in-lock",
+        "unknown-extra", "negative-cpus", "cpus-not-integer", "cpus-float", "resources-not-mapping",
+        "resources-not-numbers", "node-ip-not-on-host", "pin-changed-without-relock",
+    ],
+)  # fmt: skip
+def test_bad_input_is_refused_before_any_host_changes(hosts, tmp_path: Path, edit, message: str) -> None:
+    assert_refused(provision("--inventory", str(write_inventory_variant(tmp_path, edit))), message)
+
+
+def test_python_mismatch_is_refused_with_a_host_found_wanted_table(hosts, tmp_path: Path) -> None:
+    worker = sorted(hosts)[1]
+
+    def edit(inv: dict) -> None:
+        inv["children"]["ray_workers"]["hosts"][worker]["ray_python_version"] = "3.11.9"
+
+    result = provision("--inventory", str(write_inventory_variant(tmp_path, edit)))
+    assert_refused(result, "HOST", "FOUND", "WANTED", "nothing was changed")
+    row = next(line for line in result.stdout.splitlines() if line.strip().startswith(worker))
+    assert row.split()[:3] == [worker, "3.11.2", "3.11.9"]
+
+
+def test_an_unreachable_host_is_named_and_no_host_is_touched(hosts) -> None:
+    worker = sorted(hosts)[-1]
+    invoke("lab.poweroff", worker)
+    try:
+        result = provision()
+    finally:
+        invoke("lab.poweron", worker)
+    assert result.returncode != 0
+    assert f"fatal: [{worker}]: UNREACHABLE!" in result.stdout
+    assert f'Data could not be sent to remote host "{hosts[worker].address}"' in result.stdout
+    counts = recap(result.stdout)
+    assert counts[worker]["unreachable"] == 1
+    assert all(c["changed"] == 0 for c in counts.values()), counts
+
+
+# --- provisioning -------------------------------------------------------------
+
+
+def test_provision_installs_identical_python_and_ray_everywhere(hosts) -> None:
+    result = provision()
+    assert result.returncode == 0, result.stdout[-3000:]
+    states = {name: direct_state(h) for name, h in hosts.items()}
+    assert {s[:2] for s in states.values()} == {(PINS["ray_python_version"], PINS["ray_version"])}, states
+    assert len({s[2] for s in states.values()}) == 1, f"installed files differ: {states}"
+    for host in hosts.values():
+        assert host.ssh("readlink /opt/ray/current").stdout.strip() == ENV
+
+
+def test_second_provision_changes_nothing(hosts) -> None:
+    result = provision()
+    assert result.returncode == 0, result.stdout[-3000:]
+    counts = recap(result.stdout)
+    assert set(hosts) <= set(counts)
+    assert {name: c["changed"] for name, c in counts.items()} == {name: 0 for name in counts}
+
+
+def test_environment_belongs_to_an_unprivileged_ray_user(hosts) -> None:
+    for host in hosts.values():
+        assert host.ssh(f"find {ENV} ! -user ray | head -3").stdout == "", host.name
+        entry = host.ssh("getent passwd ray").stdout.strip().split(":")
+        assert entry[6] in ("/usr/sbin/nologin", "/bin/false"), entry
+        assert host.ssh("id -nG ray").stdout.split() == ["ray"]
+        assert "not allowed" in host.ssh("sudo -l -U ray").stdout
+
+
+def test_versions_reports_every_host_and_the_job_client(hosts) -> None:
+    rows = json.loads(invoke("versions", "--json").stdout)
+    by_host = {row["host"]: row for row in rows}
+    assert set(hosts) <= set(by_host) and "controller (job client)" in by_host
+    for name in hosts:
+        assert (by_host[name]["python"], by_host[name]["ray"], by_host[name]["status"]) == (
+            PINS["ray_python_version"], PINS["ray_version"], "ok",
+        )  # fmt: skip
+    assert len({by_host[name]["digest"] for name in hosts}) == 1
+
+
+def fake_ray_wheel(version: str) -> bytes:
+    """A wheel that claims to be another Ray, like a stray `pip install ray==...`."""
+    info = f"ray-{version}.dist-info"
+    files = {
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: ray\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: raykit-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{name},,\n" for name in files) + f"{info}/RECORD,,\n"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    return buf.getvalue()
+
+
+def test_hand_made_drift_is_flagged_and_repaired(hosts, tmp_path: Path) -> None:
+    victim = hosts[sorted(hosts)[1]]
+    wheel = tmp_path / "ray-2.59.0-py3-none-any.whl"
+    wheel.write_bytes(fake_ray_wheel("2.59.0"))
+    scp = [
+        "scp", "-q", "-i", victim.key, "-o", f"UserKnownHostsFile={victim.known_hosts}",
+        str(wheel), f"{victim.user}@{victim.address}:/tmp/",
+    ]  # fmt: skip
+    subprocess.run(scp, check=True, timeout=30)
+    victim.ssh(
+        f"cd /tmp && sudo -u ray $(ls -d /opt/ray/wheelhouse/*/uv | head -1) pip install --quiet --offline"
+        f" --no-deps --python {ENV}/bin/python /tmp/{wheel.name}"
+    )
+    assert direct_state(victim)[1] == "2.59.0"
+
+    flagged = invoke("versions", check=False)
+    assert flagged.returncode != 0
+    row = next(line for line in flagged.stdout.splitlines() if line.startswith(victim.name))
+    assert "ray 2.59.0 (lock 2.60.0)" in row
+    assert "installed files differ" in row or "Ray 2.59.0 (pin 2.60.0)" in row
+
+    repaired = provision()
+    assert repaired.returncode == 0, repaired.stdout[-3000:]
+    assert recap(repaired.stdout)[victim.name]["changed"] > 0
+    states = {name: direct_state(h) for name, h in hosts.items()}
+    assert len(set(states.values())) == 1, states
+    assert invoke("versions", check=False).returncode == 0
