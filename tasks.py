@@ -18,6 +18,7 @@ from pathlib import Path
 
 from invoke import Collection, Context, Exit, task
 
+from raykit import cluster
 from raykit import lab as labkit
 from raykit.inventory import lab_inventory, write_inventory
 
@@ -104,8 +105,8 @@ def down(c):
     (ROOT / c.config.lab.inventory).unlink(missing_ok=True)
 
 
-@task(help={"json": "print JSON instead of a table"})
-def status(c, json_=False):
+@task(name="status", help={"json": "print JSON instead of a table"})
+def lab_status(c, json_=False):
     """List the lab's hosts, addresses and state."""
     rows = labkit.status(lab_settings(c))
     if json_:
@@ -170,26 +171,35 @@ def provision(c, inventory=None, check=False):
         playbook(c, "provision", inventory, *(["--check"] if check else []))
 
 
+@task(help={"inventory": INVENTORY_HELP})
+def deploy(c, inventory=None):
+    """Start the head, then the workers, under systemd; wait until every node is alive in Ray."""
+    with step("deploy"):
+        playbook(c, "deploy", inventory)
+
+
+def cluster_state(c: Context, inventory: str | None) -> dict:
+    """playbooks/status.yml's read-only facts: nodes, units, environments, dashboard, token file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp, "status.json")
+        playbook(c, "status", inventory, "-e", f"raykit_report_file={out}", hide="out")
+        return json.loads(out.read_text())
+
+
+def show(rows: list[dict[str, str]], as_json: bool) -> None:
+    print(json.dumps(rows, indent=2) if as_json else "", end="")
+    if not as_json:
+        print_table(rows)
+
+
 @task(help={"inventory": INVENTORY_HELP, "json": "print JSON instead of a table"})
 def versions(c, inventory=None, json_=False):
     """Show each host's Python, Ray and package digest, and the controller's job client; flag drift."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp, "versions.json")
-        playbook(c, "versions", inventory, "-e", f"raykit_report_file={out}", hide="out")
-        hosts = json.loads(out.read_text())
-    rows = [
-        {
-            "host": name,
-            "python": r["python"],
-            "ray": r["ray"],
-            "packages": str(r["packages"]),
-            "digest": r["digest"][:12],
-            "status": "; ".join(r["problems"]) or "ok",
-        }
-        for name, r in hosts.items()
-    ]
-    import ray  # the controller's job client; imported late, it is slow to import
+    import ray  # the controller's job client; imported here because it is slow to import
 
+    state = cluster_state(c, inventory)
+    rows = cluster.version_rows(state)
+    cluster_ray = {row["ray"] for row in rows}
     rows.append(
         {
             "host": "controller (job client)",
@@ -197,15 +207,104 @@ def versions(c, inventory=None, json_=False):
             "ray": ray.__version__,
             "packages": "-",
             "digest": "-",
-            "status": "ok" if all(ray.__version__ == r["ray"] for r in hosts.values()) else "Ray differs from the cluster",
+            "status": "ok" if cluster_ray == {ray.__version__} else "Ray differs from the cluster",
         }
     )
-    if json_:
-        print(json.dumps(rows, indent=2))
-    else:
-        print_table(rows)
+    show(rows, json_)
     if any(row["status"] != "ok" for row in rows):
         raise Exit("error: the hosts are not identical to the pins (see status); run `invoke provision`", code=1)
+
+
+@task(help={"inventory": INVENTORY_HELP, "json": "print JSON instead of a table"})
+def status(c, inventory=None, json_=False):
+    """Show every node: alive in Ray, unit state, uptime, resources, versions; and the dashboard URL."""
+    state = cluster_state(c, inventory)
+    rows = cluster.status_rows(state, cluster.ray_nodes(state))
+    if json_:
+        print(json.dumps({"dashboard": state["dashboard_url"], "nodes": rows}, indent=2))
+    else:
+        print_table(rows)
+        print(f"dashboard: {state['dashboard_url']} (token: {state['token_file']})")
+    if any(row["in_ray"] != "alive" for row in rows):
+        raise Exit("error: not every node is alive in Ray; see `invoke logs HOST`", code=1)
+
+
+def service(c: Context, state: str, hosts: str | None, inventory: str | None) -> None:
+    args = ["-e", f"ray_service_state={state}"]
+    if hosts:
+        args += ["-e", json.dumps({"ray_service_hosts": hosts.split(",")})]
+    playbook(c, "service", inventory, *args)
+
+
+HOSTS_HELP = "comma-separated hosts (default: all)"
+
+
+@task(help={"hosts": HOSTS_HELP, "inventory": INVENTORY_HELP})
+def stop(c, hosts=None, inventory=None):
+    """Stop Ray (workers first, then the head)."""
+    with step("stop"):
+        service(c, "stopped", hosts, inventory)
+
+
+@task(help={"hosts": HOSTS_HELP, "inventory": INVENTORY_HELP})
+def start(c, hosts=None, inventory=None):
+    """Start Ray (the head first, then the workers) and wait until every node is alive."""
+    with step("start"):
+        service(c, "started", hosts, inventory)
+
+
+@task(help={"hosts": HOSTS_HELP + "; restarting the head restarts every worker", "inventory": INVENTORY_HELP})
+def restart(c, hosts=None, inventory=None):
+    """Restart Ray on some or all hosts, in order, and wait until every node is alive."""
+    with step("restart"):
+        service(c, "restarted", hosts, inventory)
+
+
+@task(
+    help={
+        "host": "inventory host name",
+        "lines": "how many recent lines (default 50)",
+        "follow": "keep printing new lines",
+        "inventory": INVENTORY_HELP,
+    }
+)
+def logs(c, host, lines=50, follow=False, inventory=None):
+    """Show a node's Ray journal (journalctl -u ray)."""
+    remote = ["sudo", "journalctl", "--unit=ray", f"--lines={int(lines)}", "--no-pager"]
+    remote += ["--follow"] if follow else []
+    c.run(shlex.join(cluster.ssh_argv(host_vars(c, host, inventory), host, remote)), pty=follow)
+
+
+def host_vars(c: Context, host: str, inventory: str | None) -> dict:
+    cmd = [_venv_bin("ansible-inventory"), "--host", host] + (["--inventory", inventory] if inventory else [])
+    with c.cd(str(ROOT)):
+        found = c.run(shlex.join(cmd), hide=True, warn=True)
+    if found.failed:
+        raise Exit(f"error: no host {host!r} in the inventory", code=2)
+    return json.loads(found.stdout)
+
+
+@task(help={"inventory": INVENTORY_HELP})
+def dashboard(c, inventory=None):
+    """How to reach the dashboard and the Jobs API: URL, token use, and an SSH tunnel."""
+    state = cluster_state(c, inventory)
+    url, token_file = state["dashboard_url"], state["token_file"]
+    ssh = cluster.ssh_argv(host_vars(c, state["head"], inventory), state["head"], [])
+    tunnel = [ssh[0], "-N", "-L", f"8265:{url.split('://', 1)[1]}", *ssh[1:]]
+    print(f"dashboard and Jobs API: {url}")
+    print(f"token: in {token_file} (mode 0600); the dashboard asks for it, API clients send it:")
+    print(f'  curl -H "Authorization: Bearer $(cat {token_file})" {url}/api/version')
+    print(f"from elsewhere, through SSH: {shlex.join(tunnel)}")
+    print("  then open http://localhost:8265")
+
+
+@task(help={"yes": "really remove Ray from every host", "inventory": INVENTORY_HELP})
+def reset(c, yes=False, inventory=None):
+    """Stop Ray and remove units, environments, token and the ray user from every host."""
+    if not yes:
+        raise Exit("error: reset removes Ray from every host of the inventory; run `invoke reset --yes`", code=2)
+    with step("reset"):
+        playbook(c, "reset", inventory)
 
 
 # --- checks -------------------------------------------------------------------
@@ -262,14 +361,14 @@ def demo(c):
     """Bring up the local lab and show it (provision and deploy follow in later releases)."""
     started = time.monotonic()
     up(c)
-    status(c)
+    lab_status(c)
     say(f"demo finished in {time.monotonic() - started:.1f} s")
     say("next: `ansible all -m ansible.builtin.ping` reaches every lab host as the admin user")
 
 
-lab = Collection("lab", up, down, status, reboot, poweroff, poweron)
+lab = Collection("lab", up, down, lab_status, reboot, poweroff, poweron)
 bench = Collection("bench")
 bench.add_task(bench_lab, name="lab")
-ns = Collection(demo, lint, test, lock, provision, versions)
+ns = Collection(demo, lint, test, lock, provision, deploy, versions, status, stop, start, restart, logs, dashboard, reset)
 ns.add_collection(lab)
 ns.add_collection(bench)

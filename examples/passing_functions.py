@@ -46,9 +46,9 @@ def column_sum(a: np.ndarray, col: int) -> tuple[float, bool]:
 def main() -> None:
     ray.init()
 
-    got = ray.get(apply.remote(cube, 3)), ray.get(apply.remote(lambda x: x + 1, 41))
+    got = ray.get([apply.remote(cube, 3), apply.remote(lambda x: x + 1, 41)])
     print("function passed in and called remotely:", got)
-    assert got == (27, 42), got
+    assert got == [27, 42], got
 
     triple = ray.get(make_multiplier.remote(3))
     print("closure returned from a task, called here: triple(5) =", triple(5))

@@ -36,8 +36,8 @@ def main() -> None:
 
     # ray.wait returns what is ready so far; the timeout stops it waiting for the slow one.
     refs = [slow.remote(0.1), slow.remote(30)]
-    ready, not_ready = ray.wait(refs, num_returns=2, timeout=5)
-    print(f"ray.wait after 5 s: {len(ready)} ready, {len(not_ready)} not ready")
+    ready, not_ready = ray.wait(refs, num_returns=2, timeout=2)
+    print(f"ray.wait after 2 s: {len(ready)} ready, {len(not_ready)} not ready")
     assert ray.get(ready) == [0.1] and len(not_ready) == 1, (ready, not_ready)
     ray.cancel(not_ready[0], force=True)
 

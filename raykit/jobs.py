@@ -42,7 +42,8 @@ class JobResult:
     status: JobStatus
     duration_s: float
     logs: str
-    # Why the job ended as it did (e.g. the entrypoint's exit code), as Ray reports it.
+    # Why the job ended as it did (e.g. the entrypoint's exit code): the first line of Ray's
+    # message, whose rest repeats the end of the logs.
     message: str = ""
 
     @property
@@ -79,7 +80,8 @@ def client(address: str, token: str | None) -> JobSubmissionClient:
     except AuthenticationError as e:
         # The SDK's message names the env vars its own loader reads; ours is the token file.
         first = str(e).splitlines()[0]
-        raise JobsError(f"{address}: {first} (is the cluster's token the one given?)") from None
+        hint = "is it the cluster's token?" if token else "no token was given"
+        raise JobsError(f"{address}: {first} ({hint})") from None
     except ConnectionError as e:
         raise JobsError(str(e)) from None
 
@@ -167,4 +169,6 @@ def run(
         duration_s = (info.end_time - info.start_time) / 1000
     else:
         duration_s = time.monotonic() - start
-    return JobResult(job_id, status, duration_s, c.get_job_logs(job_id), info.message or "")
+    # Ray appends ", last available logs ...:" and the log tail, which `logs` already has.
+    message = (info.message or "").partition("\n")[0].partition(", last available logs")[0]
+    return JobResult(job_id, status, duration_s, c.get_job_logs(job_id), message)

@@ -4,6 +4,7 @@ Passed to an interpreter with -c, so nothing is installed for it:
   probe PREFIX ENV      with the system python: its version, venv support, what provision left
   report < LOCK         with the environment's python: Python, Ray, a digest of every installed
                         file, and how the packages differ from the lock on standard input
+  service UNIT          the unit's state, restarts and uptime
 """
 
 import hashlib
@@ -14,6 +15,7 @@ import os
 import platform
 import pwd
 import re
+import subprocess
 import sys
 
 
@@ -74,8 +76,30 @@ def report(lock_text):
     }
 
 
+def service(unit):
+    props = ["LoadState", "ActiveState", "SubState", "UnitFileState", "MainPID", "NRestarts",
+             "ActiveEnterTimestampMonotonic"]
+    out = subprocess.run(["systemctl", "show", unit, "--property=" + ",".join(props)],
+                         capture_output=True, text=True, check=False).stdout
+    state = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    with open("/proc/uptime") as fh:
+        now = float(fh.read().split()[0])
+    since = int(state.get("ActiveEnterTimestampMonotonic") or 0) / 1e6
+    active = state.get("ActiveState") == "active"
+    return {
+        "installed": state.get("LoadState") == "loaded",
+        "active": state.get("ActiveState", "unknown"),
+        "enabled": state.get("UnitFileState", "unknown"),
+        "pid": int(state.get("MainPID") or 0),
+        "restarts": int(state.get("NRestarts") or 0),
+        "uptime_s": round(now - since) if active and since else 0,
+    }
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "probe":
         print(json.dumps(probe(sys.argv[2], sys.argv[3])))
+    elif sys.argv[1] == "service":
+        print(json.dumps(service(sys.argv[2])))
     else:
         print(json.dumps(report(sys.stdin.read())))

@@ -1,0 +1,114 @@
+"""The deployed cluster as invoke shows it: playbooks/status.yml's facts plus Ray's own view."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+GIB = 1024**3
+
+
+class ClusterError(Exception):
+    """The cluster cannot be reached or read; shown as one line."""
+
+
+def read_token(state: dict[str, Any]) -> str:
+    path = Path(state["token_file"])
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        raise ClusterError(f"no cluster token at {path}; run `invoke deploy`") from None
+
+
+def ray_api(state: dict[str, Any], path: str, timeout: float = 5) -> Any:
+    """GET a dashboard API path with the cluster token; the token is never shown."""
+    request = urllib.request.Request(
+        state["dashboard_url"] + path, headers={"Authorization": f"Bearer {read_token(state)}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.load(response)
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        raise ClusterError(f"the dashboard at {state['dashboard_url']} did not answer: {exc}") from None
+
+
+def ray_nodes(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """Ray's nodes (State API), alive or dead; empty when the head is down."""
+    try:
+        return ray_api(state, "/api/v0/nodes?limit=10000&detail=true")["data"]["result"]["result"]
+    except ClusterError:
+        return []
+
+
+def status_rows(state: dict[str, Any], nodes: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """One row per inventory host: its unit, its environment, and Ray's view of its node."""
+    alive = {n["node_ip"]: n for n in nodes if n.get("state") == "ALIVE"}
+    rows = []
+    for host, info in state["hosts"].items():
+        node = alive.get(info["ip"])
+        res = node["resources_total"] if node else {}
+        service, env = info["service"], info["environment"]
+        rows.append(
+            {
+                "host": host,
+                "role": info["role"],
+                "ip": info["ip"],
+                "in_ray": "alive" if node else "MISSING",
+                "unit": f"{service['active']}/{service['enabled']}",
+                "uptime": _duration(service["uptime_s"]) if service["active"] == "active" else "-",
+                "cpus": _num(res.get("CPU")),
+                "gpus": _num(res.get("GPU")),
+                "memory": _gib(res.get("memory")),
+                "object_store": _gib(res.get("object_store_memory")),
+                "ray": env["ray"],
+                "python": env["python"],
+            }
+        )
+    return rows
+
+
+def version_rows(state: dict[str, Any]) -> list[dict[str, str]]:
+    return [
+        {
+            "host": host,
+            "python": info["environment"]["python"],
+            "ray": info["environment"]["ray"],
+            "packages": str(info["environment"]["packages"]),
+            "digest": info["environment"]["digest"][:12],
+            "status": "; ".join(info["environment"]["problems"]) or "ok",
+        }
+        for host, info in state["hosts"].items()
+    ]
+
+
+def ssh_argv(hostvars: dict[str, Any], host: str, remote: list[str]) -> list[str]:
+    """An ssh command line that reaches `host` the way Ansible does, from its inventory vars;
+    with no `remote` command it opens a session (or a tunnel, with -L added)."""
+    argv = ["ssh"]
+    if hostvars.get("ansible_ssh_private_key_file"):
+        argv += ["-i", str(Path(hostvars["ansible_ssh_private_key_file"]).expanduser())]
+    if hostvars.get("ansible_port"):
+        argv += ["-p", str(hostvars["ansible_port"])]
+    argv += shlex.split(hostvars.get("ansible_ssh_common_args", ""))
+    user = hostvars.get("ansible_user")
+    target = hostvars.get("ansible_host", host)
+    argv.append(f"{user}@{target}" if user else target)
+    return argv + ([shlex.join(remote)] if remote else [])
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _gib(value: float | None) -> str:
+    return "-" if value is None else f"{value / GIB:.1f}G"
+
+
+def _duration(seconds: int) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
