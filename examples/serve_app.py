@@ -6,6 +6,8 @@ Check it later from outside with `python examples/serve_check.py http://HEAD:POR
 remove it with `serve.delete("raykit-demo")` (or `serve shutdown`).
 
 Env: RAYKIT_SERVE_PORT (default 8000), RAYKIT_SERVE_REPLICAS (default 2, one per node).
+The port is fixed when Serve first starts on a cluster: Serve ignores a new one (with a
+warning) until `serve.shutdown()`, so the self-check below then fails.
 """
 
 import asyncio

@@ -34,11 +34,15 @@ def main() -> None:
     print("f(x) = x*x for 0..3:", squares)
     assert squares == [0, 1, 4, 9], squares
 
-    # ray.wait returns what is ready so far; the timeout stops it waiting for the slow one.
-    refs = [slow.remote(0.1), slow.remote(30)]
-    ready, not_ready = ray.wait(refs, num_returns=2, timeout=2)
-    print(f"ray.wait after 2 s: {len(ready)} ready, {len(not_ready)} not ready")
-    assert ray.get(ready) == [0.1] and len(not_ready) == 1, (ready, not_ready)
+    # ray.wait splits refs into ready and not ready: here it waits for the first to finish,
+    # then, with a timeout, gives up on the slow one instead of blocking.
+    refs = [slow.remote(30), slow.remote(0.1)]
+    ready, not_ready = ray.wait(refs, num_returns=1)
+    print(f"ray.wait: ready {ray.get(ready)}, {len(not_ready)} not ready")
+    assert ray.get(ready) == [0.1] and not_ready == refs[:1], (ready, not_ready)
+    ready, not_ready = ray.wait(not_ready, timeout=1)
+    print(f"ray.wait with a 1 s timeout: {len(ready)} ready, {len(not_ready)} not ready")
+    assert not ready, ready
     ray.cancel(not_ready[0], force=True)
 
     alive = [n for n in ray.nodes() if n["Alive"]]

@@ -21,12 +21,16 @@ IN_CI = os.environ.get("CI") == "true"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab: needs the local lab (root, systemd-nspawn)")
-    config.addinivalue_line("markers", "lab_teardown: changes the lab's shape; runs after every other test")
+    config.addinivalue_line("markers", "lab_teardown(order=5): reshapes the lab; runs after every other test")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Tests that reshape or remove the shared lab run last, in file order.
-    items.sort(key=lambda item: item.get_closest_marker("lab_teardown") is not None)
+    # Tests that reshape or remove the shared lab run last: by their order, then file order.
+    def key(item: pytest.Item) -> int:
+        marker = item.get_closest_marker("lab_teardown")
+        return -1 if marker is None else marker.kwargs.get("order", 5)
+
+    items.sort(key=key)
 
 
 def invoke(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -250,7 +250,7 @@ def test_lab_up_adds_hosts_without_touching_the_others(lab: dict[str, LabHost]) 
         assert grown[new].address in out and new in out, host.name
 
 
-@pytest.mark.lab_teardown
+@pytest.mark.lab_teardown(order=9)
 def test_lab_down_leaves_no_bridge_mount_or_container(lab: dict[str, LabHost]) -> None:
     bases = sorted(CACHE_DIR.glob("base-*"))
     invoke("lab.down")
