@@ -34,6 +34,8 @@ def probe(prefix, env):
         "venv": importlib.util.find_spec("ensurepip") is not None,
         "env": os.path.exists(os.path.join(env, "bin", "python")),
         "wheelhouses": complete,
+        # The object store lives in /dev/shm; Ray falls back to disk when it is too small.
+        "shm_bytes": os.statvfs("/dev/shm").f_frsize * os.statvfs("/dev/shm").f_blocks,
     }
 
 
