@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import shlex
 import shutil
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from invoke import Collection, Context, Exit, task
 
-from raykit import cluster
+from raykit import cluster, jobs
 from raykit import lab as labkit
 from raykit.inventory import lab_inventory, write_inventory
 
@@ -34,7 +35,7 @@ def user_errors() -> Iterator[None]:
     """A LabError is the user's to fix: one line, exit status 2, no traceback."""
     try:
         yield
-    except labkit.LabError as exc:
+    except (labkit.LabError, cluster.ClusterError, jobs.JobsError) as exc:
         raise Exit(f"error: {exc}", code=2) from None
 
 
@@ -307,6 +308,106 @@ def reset(c, yes=False, inventory=None):
         playbook(c, "reset", inventory)
 
 
+# --- programs on the cluster --------------------------------------------------------
+
+EXAMPLES = ROOT / "examples"
+
+
+def run_job(c: Context, state: dict, script: Path, args: list[str], follow: bool, env: dict | None = None):
+    token = cluster.read_token(state)
+    return jobs.run(state["dashboard_url"], token, script, args, follow=follow, out=sys.stdout, env=env)
+
+
+@task(
+    help={
+        "path": "the driver program, e.g. examples/tasks.py; its folder is the job's working directory",
+        "follow": "stream the job's logs (default; --no-follow waits and prints them at the end)",
+        "inventory": INVENTORY_HELP,
+    }
+)
+def run(c, path, follow=True, inventory=None):
+    """Run a driver on the cluster through the Jobs API (args after --); exits with the job's outcome."""
+    script = Path(path).resolve()
+    if not script.is_file():
+        raise Exit(f"error: no file {path}", code=2)
+    state = cluster_state(c, inventory)
+    with user_errors():
+        result = run_job(c, state, script, shlex.split(c.remainder), follow)
+    if not follow:
+        print(result.logs, end="")
+    say(f"job {result.job_id}: {result.status.value} in {result.duration_s:.1f} s {result.message}".rstrip())
+    if not result.ok:
+        raise Exit(f"error: {path} failed: {result.message or result.status.value}", code=1)
+
+
+def serve_env(c: Context, state: dict) -> dict[str, str]:
+    replicas = min(len(state["hosts"]), int(c.config.serve.max_replicas))
+    return {"RAYKIT_SERVE_PORT": str(c.config.serve.port), "RAYKIT_SERVE_REPLICAS": str(replicas)}
+
+
+@task(help={"inventory": INVENTORY_HELP})
+def examples(c, inventory=None):
+    """Run every example in examples/ on the cluster and print a summary table."""
+    state = cluster_state(c, inventory)
+    rows = []
+    for script in sorted(EXAMPLES.glob("*.py")):
+        if script.name == "serve_check.py":  # a helper of serve_app.py, run from outside
+            continue
+        say(f"example {script.name} ...")
+        env = serve_env(c, state) if script.name == "serve_app.py" else None
+        with user_errors():
+            result = run_job(c, state, script, [], follow=False, env=env)
+        if not result.ok:
+            print(result.logs, end="")
+        used = re.search(r"^hosts used: (\d+)", result.logs, re.MULTILINE)
+        rows.append(
+            {
+                "example": script.name,
+                "result": "passed" if result.ok else f"FAILED ({result.message or result.status.value})",
+                "duration": f"{result.duration_s:.1f} s",
+                "hosts_used": used.group(1) if used else "-",
+            }
+        )
+    print_table(rows)
+    failed = [r["example"] for r in rows if r["result"] != "passed"]
+    if failed:
+        raise Exit(f"error: {len(failed)} example(s) failed: {', '.join(failed)}", code=1)
+
+
+@task(name="deploy", help={"inventory": INVENTORY_HELP})
+def serve_deploy(c, inventory=None):
+    """Deploy the Serve example (examples/serve_app.py) on the head's serve.port; it stays up."""
+    state = cluster_state(c, inventory)
+    with user_errors():
+        result = run_job(c, state, EXAMPLES / "serve_app.py", [], follow=True, env=serve_env(c, state))
+    if not result.ok:
+        raise Exit(f"error: the Serve app failed to deploy: {result.message}", code=1)
+    say(f"serving on http://{state['hosts'][state['head']]['ip']}:{c.config.serve.port}/")
+
+
+@task(name="status", help={"inventory": INVENTORY_HELP})
+def serve_status(c, inventory=None):
+    """Show the Serve applications and their deployments (dashboard REST API)."""
+    state = cluster_state(c, inventory)
+    with user_errors():
+        apps = cluster.ray_api(state, "/api/serve/applications/").get("applications", {})
+    rows = [
+        {"application": name, "status": app["status"], "route": str(app.get("route_prefix")),
+         "deployments": ", ".join(f"{d}={info['status']}" for d, info in app.get("deployments", {}).items())}
+        for name, app in apps.items()
+    ]  # fmt: skip
+    print_table(rows) if rows else say("no Serve application is running")
+
+
+@task(name="shutdown", help={"inventory": INVENTORY_HELP})
+def serve_shutdown(c, inventory=None):
+    """Remove every Serve application (and Serve's proxies) from the cluster."""
+    state = cluster_state(c, inventory)
+    with user_errors():
+        cluster.ray_api(state, "/api/serve/applications/", method="DELETE")
+    say("Serve shut down")
+
+
 # --- checks -------------------------------------------------------------------
 
 
@@ -353,22 +454,58 @@ def bench_lab(c, cold=False):
     say(f"bench: lab.up of {c.config.lab.hosts} hosts, {kind}: {took:.1f} s")
 
 
+@task(help={"inventory": INVENTORY_HELP})
+def bench_cluster(c, inventory=None):
+    """Measure provision and deploy from clean hosts (reset first; wheelhouse cached), and no-op reruns."""
+    figures = []
+
+    def timed(name: str, action) -> None:
+        start = time.monotonic()
+        action()
+        figures.append({"step": name, "seconds": f"{time.monotonic() - start:.1f}"})
+
+    reset(c, yes=True, inventory=inventory)
+    timed("provision (cold, wheelhouse cached)", lambda: provision(c, inventory=inventory))
+    timed("provision (no-op)", lambda: provision(c, inventory=inventory))
+    timed("deploy (to all nodes alive)", lambda: deploy(c, inventory=inventory))
+    timed("deploy (no-op)", lambda: deploy(c, inventory=inventory))
+    tars = sorted(Path("~/.cache/raykit/wheelhouse").expanduser().glob("*/wheelhouse.tar"))
+    print_table(figures)
+    for tar in tars:
+        say(f"bench: bytes sent per host by a cold provision: {tar.stat().st_size} ({tar.parent.name})")
+
+
 # --- the main job -------------------------------------------------------------
 
 
 @task
 def demo(c):
-    """Bring up the local lab and show it (provision and deploy follow in later releases)."""
+    """The whole job on the local lab: lab.up, provision, deploy, examples, status (steps timed)."""
     started = time.monotonic()
-    up(c)
-    lab_status(c)
+    timings = []
+    for name, action in (
+        ("lab.up", lambda: up(c)),
+        ("provision", lambda: provision(c)),
+        ("deploy", lambda: deploy(c)),
+        ("examples", lambda: examples(c)),
+        ("status", lambda: status(c)),
+    ):
+        t0 = time.monotonic()
+        say(f"demo step {name} ...")
+        action()
+        timings.append({"step": name, "seconds": f"{time.monotonic() - t0:.1f}"})
+    print_table(timings)
     say(f"demo finished in {time.monotonic() - started:.1f} s")
-    say("next: `ansible all -m ansible.builtin.ping` reaches every lab host as the admin user")
 
 
 lab = Collection("lab", up, down, lab_status, reboot, poweroff, poweron)
+serve = Collection("serve", serve_deploy, serve_status, serve_shutdown)
 bench = Collection("bench")
 bench.add_task(bench_lab, name="lab")
-ns = Collection(demo, lint, test, lock, provision, deploy, versions, status, stop, start, restart, logs, dashboard, reset)
+bench.add_task(bench_cluster, name="cluster")
+ns = Collection(
+    demo, lint, test, lock, provision, deploy, versions, status, stop, start, restart, logs, dashboard, reset, run, examples
+)
 ns.add_collection(lab)
+ns.add_collection(serve)
 ns.add_collection(bench)

@@ -1,5 +1,6 @@
 """Passing an actor handle into tasks: many tasks update one actor's state."""
 
+import socket
 import time
 
 import ray
@@ -19,15 +20,19 @@ class Counter:
     def read(self) -> int:
         return self.n
 
+    def where(self) -> str:
+        return socket.gethostname()
+
 
 @ray.remote
-def f(counter: ray.actor.ActorHandle) -> None:
+def f(counter: ray.actor.ActorHandle) -> str:
     calls = []
     for _ in range(INCREMENTS):
         time.sleep(0.1)
         calls.append(counter.increment.remote())
     # Without this the task can end while its last calls are still on their way to the actor.
     ray.get(calls)
+    return socket.gethostname()
 
 
 def main() -> None:
@@ -48,6 +53,9 @@ def main() -> None:
     print("final count:", final)
     if final != TASKS * INCREMENTS:
         raise SystemExit(f"FAIL: expected {TASKS * INCREMENTS}, got {final}")
+    # The tasks' hosts and the actor's.
+    used = sorted(set(ray.get(tasks)) | {ray.get(counter.where.remote())})
+    print(f"hosts used: {len(used)} ({', '.join(used)})")
     print("OK")
 
 

@@ -2,6 +2,7 @@
 
 import os
 import random
+import socket
 import time
 
 import ray
@@ -13,10 +14,11 @@ class Actor:
     def double(self, v: int) -> int:
         return 2 * v
 
-    def slow_double(self, v: int) -> tuple[int, int]:
+    def slow_double(self, v: int) -> tuple[int, tuple[str, int]]:
         # Random delays so results come back out of submission order.
         time.sleep(random.uniform(0, 0.3))
-        return 2 * v, os.getpid()
+        # The worker process that did it: a pid is only unique on its own host.
+        return 2 * v, (socket.gethostname(), os.getpid())
 
 
 def main() -> None:
@@ -33,11 +35,13 @@ def main() -> None:
     values = list(range(10))
     results = list(pool.map_unordered(lambda a, v: a.slow_double.remote(v), values))
     unordered = [r for r, _ in results]
-    pids = {pid for _, pid in results}
+    workers = {worker for _, worker in results}
+    used = sorted({host for host, _ in workers})
     print("map_unordered:", unordered)
-    print(f"actor processes used: {len(pids)}")
+    print(f"actor processes used: {len(workers)}")
+    print(f"hosts used: {len(used)} ({', '.join(used)})")
     assert sorted(unordered) == [2 * v for v in values], unordered
-    assert len(pids) == 2, f"expected both actors to work, saw {len(pids)} process(es)"
+    assert len(workers) == 2, f"expected both actors to work, saw {len(workers)} process(es)"
 
     # submit/get_next: the lower-level interface map is built on.
     pool.submit(lambda a, v: a.double.remote(v), 21)

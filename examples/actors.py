@@ -1,5 +1,6 @@
 """Actors: a remote instance of a class that keeps its own state; and ending one."""
 
+import socket
 import time
 
 import ray
@@ -16,6 +17,9 @@ class Counter:
 
     def read(self) -> int:
         return self.n
+
+    def where(self) -> str:
+        return socket.gethostname()
 
     def stop(self) -> None:
         # Ends the actor from inside; the caller sees RayActorError, not a return value.
@@ -45,6 +49,8 @@ def main() -> None:
     values = ray.get([c.read.remote() for c in counters])
     print("counter values:", values)
     assert values == [1, 2, 3, 4], values
+    used = sorted(set(ray.get([c.where.remote() for c in counters])))
+    print(f"hosts used: {len(used)} ({', '.join(used)})")
 
     # Ending an actor from outside: ray.kill returns at once, the actor dies soon after,
     # and from then on calls fail with RayActorError.

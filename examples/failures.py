@@ -7,6 +7,7 @@
 """
 
 import os
+import socket
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
@@ -29,11 +30,11 @@ class Attempts:
 
 
 @ray.remote(max_retries=2)
-def flaky(attempts: ray.actor.ActorHandle) -> str:
+def flaky(attempts: ray.actor.ActorHandle) -> tuple[str, str]:
     n = ray.get(attempts.bump.remote())
     if n == 1:
         os._exit(1)  # the worker process dies, as on a crash or the OOM killer
-    return f"succeeded on attempt {n}"
+    return f"succeeded on attempt {n}", socket.gethostname()
 
 
 @ray.remote(max_restarts=1, max_task_retries=1)
@@ -46,9 +47,9 @@ class Service:
     def crash(self) -> None:
         os._exit(1)
 
-    def handle(self) -> tuple[int, int, str]:
+    def handle(self) -> tuple[int, int, str, str]:
         self.calls += 1
-        return self.calls, os.getpid(), ray.get_runtime_context().get_actor_id()
+        return self.calls, os.getpid(), ray.get_runtime_context().get_actor_id(), socket.gethostname()
 
 
 def main() -> None:
@@ -66,7 +67,8 @@ def main() -> None:
 
     # (b) A dead worker is a system failure: Ray reruns the task, up to max_retries times.
     attempts = Attempts.remote()
-    print(ray.get(flaky.remote(attempts)))
+    message, flaky_host = ray.get(flaky.remote(attempts))
+    print(message)
     n = ray.get(attempts.bump.remote()) - 1
     print(f"task attempts: {n}")
     assert n == 2, f"expected 2 attempts, saw {n}"
@@ -74,19 +76,24 @@ def main() -> None:
     # (c) A dead actor process is restarted, up to max_restarts times.
     service = Service.remote()
     ray.get([service.handle.remote() for _ in range(3)])
-    calls, pid_before, actor_id = ray.get(service.handle.remote())
+    calls, pid_before, actor_id, host_before = ray.get(service.handle.remote())
     try:
         ray.get(service.crash.remote())
         raise SystemExit("FAIL: the crash call returned")
     except RayActorError as e:
         print("the call that killed the actor:", type(e).__name__)
     # Calls made while it restarts wait for it (max_task_retries=1 retries one that is cut off).
-    calls_after, pid_after, _ = ray.get(service.handle.remote())
+    calls_after, pid_after, _, host_after = ray.get(service.handle.remote())
     restarts = get_actor(actor_id).num_restarts
     print(f"calls before crash: {calls}, after restart: {calls_after} (state starts over)")
-    print(f"actor pid {pid_before} -> {pid_after}")
+    print(f"actor pid {pid_before} on {host_before} -> {pid_after} on {host_after}")
     print(f"actor restarts: {restarts}")
-    assert restarts == 1 and pid_after != pid_before and calls_after == 1, (restarts, pid_before, pid_after)
+    # A restart may land on another host, where the same pid could come up again.
+    new_process = (host_after, pid_after) != (host_before, pid_before)
+    assert restarts == 1 and new_process and calls_after == 1, (restarts, pid_before, pid_after, host_after)
+
+    used = sorted({flaky_host, host_before, host_after})
+    print(f"hosts used: {len(used)} ({', '.join(used)})")
     print("OK")
 
 

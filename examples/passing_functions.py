@@ -1,5 +1,6 @@
 """Passing functions and objects into tasks and getting them back (the notes' question 10)."""
 
+import socket
 from typing import Any, Callable
 
 import numpy as np
@@ -38,9 +39,9 @@ def describe(arg: Any) -> str:
 
 
 @ray.remote
-def column_sum(a: np.ndarray, col: int) -> tuple[float, bool]:
+def column_sum(a: np.ndarray, col: int) -> tuple[float, bool, str]:
     # Arrays from the object store are zero-copy and read-only in the worker.
-    return float(a[:, col].sum()), a.flags.writeable
+    return float(a[:, col].sum()), a.flags.writeable, socket.gethostname()
 
 
 def main() -> None:
@@ -69,10 +70,13 @@ def main() -> None:
     a = np.arange(1_000_000, dtype=np.float64).reshape(-1, 4)
     a_ref = ray.put(a)
     results = ray.get([column_sum.remote(a_ref, c) for c in range(4)])
-    sums = [s for s, _ in results]
+    sums = [s for s, _, _ in results]
     print("column sums from the shared array:", sums, "writeable in tasks:", results[0][1])
     assert np.allclose(sums, a.sum(axis=0)), sums
-    assert not any(w for _, w in results), "expected read-only zero-copy arrays"
+    assert not any(w for _, w, _ in results), "expected read-only zero-copy arrays"
+    # The nodes that ran these tasks, each holding one copy of the array.
+    used = sorted({host for _, _, host in results})
+    print(f"hosts used: {len(used)} ({', '.join(used)})")
     print("OK")
 
 

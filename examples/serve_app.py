@@ -13,6 +13,7 @@ warning) until `serve.shutdown()`, so the self-check below then fails.
 import asyncio
 import os
 import socket
+import time
 from collections.abc import AsyncIterator
 
 import ray
@@ -59,6 +60,20 @@ class Demo:
         return {"app": "raykit-demo", "hostname": socket.gethostname(), "node_id": ctx.get_node_id()}
 
 
+def replica_hosts(wait_s: float = 15) -> list[str]:
+    """The hosts the replicas run on, as they report them, asking until each host has answered.
+
+    Through a handle, not HTTP: a handle picks among all replicas, while the proxy prefers
+    the one on its own node, so requests to the head would keep reaching the same replica.
+    """
+    handle = serve.get_app_handle("raykit-demo")
+    hosts: set[str] = set()
+    deadline = time.monotonic() + wait_s
+    while len(hosts) < REPLICAS and time.monotonic() < deadline:
+        hosts.add(handle.info.remote().result(timeout_s=10)["hostname"])
+    return sorted(hosts)
+
+
 def main() -> None:
     ray.init()
     alive = len([n for n in ray.nodes() if n["Alive"]])
@@ -79,6 +94,8 @@ def main() -> None:
         print("FAIL:", p)
     if problems:
         raise SystemExit(1)
+    used = replica_hosts()
+    print(f"hosts used: {len(used)} ({', '.join(used)})")
     print(f"OK: raykit-demo serves on port {PORT} of the head, and stays up after this job")
 
 

@@ -24,14 +24,15 @@ def read_token(state: dict[str, Any]) -> str:
         raise ClusterError(f"no cluster token at {path}; run `invoke deploy`") from None
 
 
-def ray_api(state: dict[str, Any], path: str, timeout: float = 5) -> Any:
-    """GET a dashboard API path with the cluster token; the token is never shown."""
+def ray_api(state: dict[str, Any], path: str, method: str = "GET", timeout: float = 30) -> Any:
+    """Call a dashboard API path with the cluster token; the token is never shown."""
     request = urllib.request.Request(
-        state["dashboard_url"] + path, headers={"Authorization": f"Bearer {read_token(state)}"}
+        state["dashboard_url"] + path, method=method, headers={"Authorization": f"Bearer {read_token(state)}"}
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.load(response)
+            body = response.read()
+            return json.loads(body) if body else {}
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
         raise ClusterError(f"the dashboard at {state['dashboard_url']} did not answer: {exc}") from None
 

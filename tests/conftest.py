@@ -97,6 +97,19 @@ def lab() -> dict[str, LabHost]:
     return read_inventory()
 
 
+HEAD = "raylab-1"
+TOKEN_FILE = Path(f"~/.config/raykit/{HEAD}.token").expanduser()
+
+
+@pytest.fixture(scope="session")
+def cluster(lab: dict[str, LabHost]) -> dict[str, LabHost]:
+    """The lab provisioned and deployed (what deploy does is checked in test_3_deploy)."""
+    for step in ("provision", "deploy"):
+        result = invoke(step, check=False)
+        assert result.returncode == 0, result.stdout[-3000:]
+    return lab
+
+
 RECAP_RE = r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)"
 
 

@@ -13,22 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import INVENTORY, LabHost, invoke, recap, write_inventory_variant
+from tests.conftest import HEAD, INVENTORY, TOKEN_FILE, LabHost, invoke, recap, write_inventory_variant
 
 pytestmark = pytest.mark.lab
-
-HEAD = "raylab-1"
-TOKEN_FILE = Path("~/.config/raykit/raylab-1.token").expanduser()
-
-
-@pytest.fixture(scope="module")
-def cluster(lab: dict[str, LabHost]) -> dict[str, LabHost]:
-    """The lab provisioned and deployed (deploy itself is checked by the tests below)."""
-    result = invoke("provision", check=False)
-    assert result.returncode == 0, result.stdout[-3000:]
-    deployed = invoke("deploy", check=False)
-    assert deployed.returncode == 0, deployed.stdout[-3000:]
-    return lab
 
 
 def ray_alive_nodes(head: LabHost) -> dict[str, float]:

@@ -1,0 +1,129 @@
+"""Pure helpers behind provision, status and logs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from raykit import cluster, cluster_lock, wheelhouse
+
+LOCK = """# raykit-lock: {"arch": "x86_64", "python_version": "3.11.2"}
+numpy==2.4.6 \\
+    --hash=sha256:aaa \\
+    --hash=sha256:bbb
+    # via -r cluster.in
+uv==0.13.9 \\
+    --hash=sha256:ccc
+    # via -r cluster.in
+"""
+
+
+def test_requirement_blocks_keep_each_package_with_its_hashes() -> None:
+    blocks = wheelhouse.requirement_blocks(LOCK)
+    assert set(blocks) == {"numpy", "uv"}
+    assert blocks["uv"] == "uv==0.13.9 \\\n    --hash=sha256:ccc\n"
+    assert blocks["numpy"].count("--hash") == 2
+
+
+def test_pip_platforms_cover_every_manylinux_level_up_to_2_28() -> None:
+    tags = wheelhouse.pip_platforms("aarch64")
+    assert tags[0] == "manylinux_2_17_aarch64" and "manylinux_2_28_aarch64" in tags
+    assert "manylinux2014_aarch64" in tags and "manylinux_2_29_aarch64" not in tags
+
+
+def test_lock_requirements_name_ray_with_extras_and_the_installer() -> None:
+    pins = cluster_lock.Pins("3.11.2", "2.60.0", ("default", "serve"), ("numpy",))
+    assert pins.requirements() == "ray[default,serve]==2.60.0\nnumpy\nuv\n"
+    assert cluster_lock.Pins("3.11.2", "2.60.0", (), ()).requirements() == "ray==2.60.0\nuv\n"
+
+
+def test_lock_header_round_trips(tmp_path: Path) -> None:
+    pins = cluster_lock.Pins("3.11.2", "2.60.0", ("default",), ())
+    path = tmp_path / "cluster-x86_64.txt"
+    path.write_text(cluster_lock.header(pins, "x86_64", ["default", "serve"]) + "\nray==2.60.0\n")
+    meta = cluster_lock.read_header(path)
+    assert (meta["ray_version"], meta["arch"], meta["ray_known_extras"]) == ("2.60.0", "x86_64", ["default", "serve"])
+
+
+def test_lock_without_header_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "cluster-x86_64.txt"
+    path.write_text("ray==2.60.0\n")
+    with pytest.raises(cluster_lock.LockError, match="run `invoke lock`"):
+        cluster_lock.read_header(path)
+
+
+def test_unknown_extra_is_refused_before_resolving(tmp_path: Path) -> None:
+    pins = cluster_lock.Pins("3.11.2", "2.60.0", ("default", "bogus"), ())
+    with pytest.raises(cluster_lock.LockError, match="unknown extra bogus"):
+        cluster_lock.compile_lock(pins, "x86_64", tmp_path, uv="/nonexistent/uv")
+
+
+STATE = {
+    "dashboard_url": "http://10.77.0.11:8265",
+    "token_file": "/nonexistent",
+    "head": "raylab-1",
+    "hosts": {
+        "raylab-1": {
+            "ip": "10.77.0.11", "role": "head",
+            "service": {"active": "active", "enabled": "enabled", "uptime_s": 3725},
+            "environment": {"python": "3.11.2", "ray": "2.60.0", "packages": 75, "digest": "ab" * 32, "problems": []},
+        },
+        "raylab-2": {
+            "ip": "10.77.0.12", "role": "worker",
+            "service": {"active": "failed", "enabled": "enabled", "uptime_s": 0},
+            "environment": {"python": "3.11.2", "ray": "2.59.0", "packages": 75, "digest": "cd" * 32,
+                            "problems": ["ray 2.59.0 (lock 2.60.0)"]},
+        },
+    },
+}  # fmt: skip
+
+
+def test_status_rows_join_units_with_rays_alive_nodes() -> None:
+    nodes = [
+        {"node_ip": "10.77.0.11", "state": "ALIVE",
+         "resources_total": {"CPU": 2.0, "memory": 2 * 1024**3, "object_store_memory": 1024**3}},
+        {"node_ip": "10.77.0.12", "state": "DEAD", "resources_total": {"CPU": 2.0}},
+    ]  # fmt: skip
+    head, worker = cluster.status_rows(STATE, nodes)
+    assert (head["in_ray"], head["cpus"], head["memory"], head["object_store"], head["uptime"]) == (
+        "alive", "2", "2.0G", "1.0G", "1h02m",
+    )  # fmt: skip
+    assert (worker["in_ray"], worker["unit"], worker["uptime"], worker["cpus"]) == ("MISSING", "failed/enabled", "-", "-")
+
+
+def test_version_rows_flag_drift() -> None:
+    rows = {r["host"]: r for r in cluster.version_rows(STATE)}
+    assert rows["raylab-1"]["status"] == "ok"
+    assert rows["raylab-2"]["status"] == "ray 2.59.0 (lock 2.60.0)"
+    assert rows["raylab-1"]["digest"] == "ab" * 6
+
+
+def test_missing_token_is_a_one_line_error() -> None:
+    with pytest.raises(cluster.ClusterError, match="run `invoke deploy`"):
+        cluster.read_token(STATE)
+
+
+def test_ssh_argv_reaches_a_host_as_ansible_does() -> None:
+    hostvars = {
+        "ansible_host": "10.77.0.12",
+        "ansible_user": "ops",
+        "ansible_ssh_private_key_file": "/keys/id",
+        "ansible_ssh_common_args": "-o UserKnownHostsFile=/k -o StrictHostKeyChecking=yes",
+    }
+    argv = cluster.ssh_argv(hostvars, "raylab-2", ["sudo", "journalctl", "--unit=ray"])
+    assert argv == [
+        "ssh", "-i", "/keys/id", "-o", "UserKnownHostsFile=/k", "-o", "StrictHostKeyChecking=yes",
+        "ops@10.77.0.12", "sudo journalctl --unit=ray",
+    ]  # fmt: skip
+    assert cluster.ssh_argv({}, "plainhost", [])[-1] == "plainhost"
+
+
+def test_host_report_compares_installed_packages_with_the_lock() -> None:
+    source = Path(__file__).parents[2] / "roles/ray/files/raykit_report.py"
+    namespace: dict = {"__name__": "raykit_report"}
+    exec(compile(source.read_text(), str(source), "exec"), namespace)  # the file is passed to python -c
+    pins = namespace["locked_versions"](LOCK + "Ray_Thing==1.0 ; python_version >= '3'\n")
+    assert pins == {"numpy": "2.4.6", "uv": "0.13.9", "ray-thing": "1.0"}
+    assert json.dumps(pins)
