@@ -32,7 +32,7 @@ def say(msg: str) -> None:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """A LabError is the user's to fix: one line, exit status 2, no traceback."""
+    """Errors the user can fix (lab, cluster, job): one line, exit status 2, no traceback."""
     try:
         yield
     except (labkit.LabError, cluster.ClusterError, jobs.JobsError) as exc:
@@ -418,8 +418,9 @@ def _venv_bin(name: str) -> str:
 @task
 def lint(c):
     """yamllint and ansible-lint (production profile) over the repository."""
-    c.run(f"{_venv_bin('yamllint')} --strict .", echo=True)
-    c.run(f"{_venv_bin('ansible-lint')} --profile production", echo=True)
+    with c.cd(str(ROOT)):
+        c.run(f"{_venv_bin('yamllint')} --strict .", echo=True)
+        c.run(f"{_venv_bin('ansible-lint')} --profile production", echo=True)
 
 
 @task(
@@ -428,11 +429,12 @@ def lint(c):
 )
 def test(c, k=None, unit=False):
     """Run the whole test suite: lint, unit tests, then integration tests on the lab."""
-    args = ["-p", "no:cacheprovider", "-ra"]
+    args = [_venv_bin("pytest"), "-p", "no:cacheprovider", "-ra", "--durations=10"]
     if k:
         args += ["-k", k]
     args += ["tests/unit"] if unit else ["tests/unit", "tests/integration"]
-    c.run(f"{_venv_bin('pytest')} {' '.join(args)}", echo=True, pty=False)
+    with c.cd(str(ROOT)):
+        c.run(shlex.join(args), echo=True, pty=False)
 
 
 # --- benchmarks ---------------------------------------------------------------

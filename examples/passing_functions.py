@@ -1,7 +1,8 @@
 """Passing functions and objects into tasks and getting them back (the notes' question 10)."""
 
 import socket
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import ray

@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Callable
+from collections.abc import Callable
 
 
 def _get(url: str) -> tuple[int, dict[str, str], str]:

@@ -130,7 +130,7 @@ def follow(client: JobSubmissionClient, job_id: str, out: TextIO, timeout_s: flo
     start = time.monotonic()
     try:
         asyncio.run(asyncio.wait_for(tail(), timeout_s))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise JobTimeout(f"job {job_id} still running after {timeout_s:.0f} s") from None
     # The log stream closes when the job ends; the status may lag it by a moment.
     return wait(client, job_id, max(timeout_s - (time.monotonic() - start), 10.0))

@@ -440,6 +440,21 @@ def kill_host(settings: LabSettings, name: str) -> None:
     if is_mounted(root):
         if subprocess.run(["umount", str(root)], capture_output=True, check=False).returncode:
             run(["umount", "--lazy", str(root)])
+    delete_veth(name)
+    # systemd-nspawn's own scratch folder, which it cannot remove when it is killed.
+    shutil.rmtree(Path("/run/systemd/nspawn/propagate", name), ignore_errors=True)
+
+
+def veth_name(name: str) -> str:
+    """The host side of a container's link, as systemd-nspawn names it."""
+    return f"vb-{name}"[:15]
+
+
+def delete_veth(name: str) -> None:
+    # The kernel removes a dead container's veth when its network namespace goes, which
+    # can lag behind the processes; a leftover one makes the next boot fail ("File exists").
+    if Path("/sys/class/net", veth_name(name)).exists():
+        subprocess.run(["ip", "link", "delete", veth_name(name)], capture_output=True, check=False)
 
 
 def bridge_exists(bridge: str) -> bool:
@@ -589,6 +604,7 @@ def start_host(settings: LabSettings, state: LabState, host: Host) -> None:
         return
     if current != "stopped":
         kill_host(settings, host.name)
+    delete_veth(host.name)
     mount_host(settings, Path(state.base), host.name)
     configure_host(settings, host, state.hosts)
     boot_host(settings, state, host.name)

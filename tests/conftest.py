@@ -133,3 +133,24 @@ def write_inventory_variant(tmp: Path, edit) -> Path:
     path = folder / "variant.yml"
     path.write_text(yaml.safe_dump(inv, sort_keys=False))
     return path
+
+
+def on_every_host(**values: object):
+    """An inventory edit setting host variables on every host (they beat group_vars)."""
+
+    def edit(inv: dict) -> None:
+        for group in inv["children"].values():
+            for hvars in (group["hosts"] or {}).values():
+                hvars.update(values)
+
+    return edit
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], *phrases: str) -> None:
+    """Failed with the message, and no task changed anything on any host."""
+    assert result.returncode != 0, result.stdout[-3000:]
+    for phrase in phrases:
+        assert phrase in result.stdout, f"{phrase!r} not in output:\n{result.stdout[-3000:]}"
+    counts = recap(result.stdout)
+    assert counts, result.stdout[-2000:]
+    assert all(c["changed"] == 0 for c in counts.values()), counts

@@ -256,6 +256,7 @@ def test_lab_down_leaves_no_bridge_mount_or_container(lab: dict[str, LabHost]) -
     invoke("lab.down")
     assert not Path("/sys/class/net", BRIDGE).exists()
     assert not any(Path("/sys/class/net").glob("vb-*")), "a host's veth is left"
+    assert not any(Path("/run/systemd/nspawn/propagate").glob("raylab-*")), "nspawn scratch folders are left"
     assert lab_mounts() == []
     assert nspawn_processes() == []
     assert not STATE_DIR.exists()

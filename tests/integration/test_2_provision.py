@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, LabHost, invoke, recap, write_inventory_variant
+from tests.conftest import ROOT, LabHost, assert_refused, invoke, on_every_host, recap, write_inventory_variant
 
 pytestmark = pytest.mark.lab
 
@@ -34,25 +34,6 @@ def provision(*args: str) -> subprocess.CompletedProcess[str]:
 def direct_state(host: LabHost) -> tuple[str, str, str]:
     python, ray, digest = host.ssh(DIRECT_CHECK).stdout.split()
     return python, ray, digest
-
-
-def set_on_every_host(**values: object):
-    def edit(inv: dict) -> None:
-        for group in inv["children"].values():
-            for hvars in (group["hosts"] or {}).values():
-                hvars.update(values)
-
-    return edit
-
-
-def assert_refused(result: subprocess.CompletedProcess[str], *phrases: str) -> None:
-    """Failed with the message, and no task changed anything on any host."""
-    assert result.returncode != 0, result.stdout
-    for phrase in phrases:
-        assert phrase in result.stdout, f"{phrase!r} not in output:\n{result.stdout[-3000:]}"
-    counts = recap(result.stdout)
-    assert counts, result.stdout[-2000:]
-    assert all(c["changed"] == 0 for c in counts.values()), counts
 
 
 @pytest.fixture(scope="module")
@@ -89,16 +70,16 @@ def _head_also_worker(inv: dict) -> None:
         (_empty_head, "group ray_head must hold exactly one host, it holds 0"),
         (_two_heads, "group ray_head must hold exactly one host, it holds 2"),
         (_head_also_worker, "is in both ray_head and ray_workers"),
-        (set_on_every_host(ray_python_version="3.11"), "ray_python_version '3.11' is not X.Y.Z"),
-        (set_on_every_host(ray_version="2.59.0"), "ray_version 2.59.0 / lock 2.60.0"),
-        (set_on_every_host(ray_extras=["default", "bogus"]), "ray_extras: unknown extra bogus"),
-        (set_on_every_host(ray_num_cpus=-2), "ray_num_cpus must be a whole number of 0 or more, got -2"),
-        (set_on_every_host(ray_num_cpus="four"), "ray_num_cpus"),
-        (set_on_every_host(ray_num_cpus=2.5), "ray_num_cpus"),
-        (set_on_every_host(ray_resources=["ssd"]), "ray_resources"),
-        (set_on_every_host(ray_resources={"ssd": "lots"}), "ray_resources must map names to numbers"),
-        (set_on_every_host(ray_node_ip="10.77.0.250"), "ray_node_ip '10.77.0.250' is not an address of this host"),
-        (set_on_every_host(ray_extra_packages=["numpy", "requests"]), "run `invoke lock`"),
+        (on_every_host(ray_python_version="3.11"), "ray_python_version '3.11' is not X.Y.Z"),
+        (on_every_host(ray_version="2.59.0"), "ray_version 2.59.0 / lock 2.60.0"),
+        (on_every_host(ray_extras=["default", "bogus"]), "ray_extras: unknown extra bogus"),
+        (on_every_host(ray_num_cpus=-2), "ray_num_cpus must be a whole number of 0 or more, got -2"),
+        (on_every_host(ray_num_cpus="four"), "ray_num_cpus"),
+        (on_every_host(ray_num_cpus=2.5), "ray_num_cpus"),
+        (on_every_host(ray_resources=["ssd"]), "ray_resources"),
+        (on_every_host(ray_resources={"ssd": "lots"}), "ray_resources must map names to numbers"),
+        (on_every_host(ray_node_ip="10.77.0.250"), "ray_node_ip '10.77.0.250' is not an address of this host"),
+        (on_every_host(ray_extra_packages=["numpy", "requests"]), "run `invoke lock`"),
     ],
     ids=[
         "no-head-group", "empty-head", "two-heads", "head-also-worker", "python-not-xyz", "ray-not-in-lock",

@@ -13,7 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HEAD, INVENTORY, TOKEN_FILE, LabHost, invoke, recap, write_inventory_variant
+from tests.conftest import (
+    HEAD,
+    INVENTORY,
+    TOKEN_FILE,
+    LabHost,
+    assert_refused,
+    invoke,
+    on_every_host,
+    recap,
+    write_inventory_variant,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -70,24 +80,8 @@ def deploy_ok(*args: str) -> str:
 # --- bad input --------------------------------------------------------------------
 
 
-def assert_refused(result: subprocess.CompletedProcess[str], *phrases: str) -> None:
-    assert result.returncode != 0
-    for phrase in phrases:
-        assert phrase in result.stdout, result.stdout[-3000:]
-    assert all(c["changed"] == 0 for c in recap(result.stdout).values())
-
-
-def every_host(**values: object):
-    def edit(inv: dict) -> None:
-        for group in inv["children"].values():
-            for hvars in (group["hosts"] or {}).values():
-                hvars.update(values)
-
-    return edit
-
-
 def test_deploy_before_provision_is_refused_and_starts_nothing(lab, tmp_path: Path) -> None:
-    variant = write_inventory_variant(tmp_path, every_host(ray_prefix="/opt/not-provisioned"))
+    variant = write_inventory_variant(tmp_path, on_every_host(ray_prefix="/opt/not-provisioned"))
     result = invoke("deploy", "--inventory", str(variant), check=False)
     assert_refused(result, "no environment for Ray 2.60.0 / Python 3.11.2", "run `invoke provision` first")
 
@@ -102,7 +96,7 @@ def test_deploy_before_provision_is_refused_and_starts_nothing(lab, tmp_path: Pa
     ids=["ports-collide", "port-in-worker-range", "node-ip-not-on-host"],
 )
 def test_bad_deploy_settings_are_refused(lab, tmp_path: Path, values: dict, message: str) -> None:
-    result = invoke("deploy", "--inventory", str(write_inventory_variant(tmp_path, every_host(**values))), check=False)
+    result = invoke("deploy", "--inventory", str(write_inventory_variant(tmp_path, on_every_host(**values))), check=False)
     assert_refused(result, message)
 
 
