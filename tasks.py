@@ -158,11 +158,11 @@ def playbook(c: Context, name: str, inventory: str | None, *args: str, **kwargs)
 INVENTORY_HELP = "Ansible inventory (default: ansible.cfg's, the local lab)"
 
 
-@task(help={"inventory": INVENTORY_HELP})
-def lock(c, inventory=None):
+@task(help={"inventory": INVENTORY_HELP, "out": "folder for the lock files (default: locks/)"})
+def lock(c, inventory=None, out=None):
     """Resolve the pins (inventory/group_vars/all/ray.yml) into locks/cluster-ARCH.txt with hashes."""
     with step("lock"):
-        playbook(c, "lock", inventory)
+        playbook(c, "lock", inventory, *(["-e", f"raykit_lock_dir={Path(out).resolve()}"] if out else []))
 
 
 @task(help={"inventory": INVENTORY_HELP, "check": "only report what would change"})
@@ -471,6 +471,24 @@ def bench_cluster(c, inventory=None):
     timed("provision (no-op)", lambda: provision(c, inventory=inventory))
     timed("deploy (to all nodes alive)", lambda: deploy(c, inventory=inventory))
     timed("deploy (no-op)", lambda: deploy(c, inventory=inventory))
+    if inventory is None:  # the local lab: reboot a worker and wait for its node
+        state = cluster_state(c, None)
+        worker = next(h for h, info in state["hosts"].items() if info["role"] == "worker")
+        ip = state["hosts"][worker]["ip"]
+
+        def alive_ids() -> set[str]:
+            return {n["node_id"] for n in cluster.ray_nodes(state) if n["node_ip"] == ip and n["state"] == "ALIVE"}
+
+        def reboot_and_rejoin() -> None:
+            before = alive_ids()
+            labkit.reboot(lab_settings(c), worker, say)
+            deadline = time.monotonic() + 180
+            while not alive_ids() - before:  # a new node of that host, not the old one's entry
+                if time.monotonic() > deadline:
+                    raise Exit(f"error: {worker} did not rejoin within 180 s", code=1)
+                time.sleep(0.5)
+
+        timed(f"lab.reboot {worker} to its node alive", reboot_and_rejoin)
     tars = sorted(Path("~/.cache/raykit/wheelhouse").expanduser().glob("*/wheelhouse.tar"))
     print_table(figures)
     for tar in tars:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import zipfile
 from pathlib import Path
@@ -119,6 +120,20 @@ def test_an_unreachable_host_is_named_and_no_host_is_touched(hosts) -> None:
 
 
 # --- provisioning -------------------------------------------------------------
+
+
+def test_lock_resolves_the_pins_for_the_hosts_architecture_with_hashes(hosts, tmp_path: Path) -> None:
+    invoke("lock", "--out", str(tmp_path), timeout=600)
+    arch = next(iter(hosts.values())).ssh("uname -m").stdout.strip()
+    lock = (tmp_path / f"cluster-{arch}.txt").read_text()
+    header = json.loads(lock.splitlines()[0].removeprefix("# raykit-lock: "))
+    assert (header["python_version"], header["ray_version"], header["ray_extras"], header["extra_packages"]) == (
+        PINS["ray_python_version"], PINS["ray_version"], PINS["ray_extras"], PINS["ray_extra_packages"],
+    )  # fmt: skip
+    for package in ("ray", "numpy", "uv", "fastapi"):
+        block = re.search(rf"^{package}==\S+ \\\n(\s+--hash=sha256:[0-9a-f]{{64}}.*\n)+", lock, re.MULTILINE)
+        assert block, f"{package} is not locked with hashes"
+    assert re.search(rf"^ray=={PINS['ray_version']} ", lock, re.MULTILINE)
 
 
 def test_provision_installs_identical_python_and_ray_everywhere(hosts) -> None:
