@@ -188,8 +188,9 @@ def cluster_state(c: Context, inventory: str | None) -> dict:
 
 
 def show(rows: list[dict[str, str]], as_json: bool) -> None:
-    print(json.dumps(rows, indent=2) if as_json else "", end="")
-    if not as_json:
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
         print_table(rows)
 
 

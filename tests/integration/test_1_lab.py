@@ -74,6 +74,19 @@ def kill_every_lab_process() -> None:
         time.sleep(0.1)
 
 
+def write_everywhere(hosts: dict[str, LabHost], name: str) -> str:
+    """A fresh token in ~/NAME on every host, synced to disk; returns the token."""
+    content = uuid.uuid4().hex
+    for host in hosts.values():
+        host.ssh(f"echo {content} > ~/{name} && sync")
+    return content
+
+
+def assert_kept_everywhere(name: str, content: str) -> None:
+    for host in read_inventory().values():
+        assert host.ssh(f"cat ~/{name}").stdout.strip() == content, host.name
+
+
 def lab_mounts() -> list[str]:
     return [ln for ln in Path("/proc/mounts").read_text().splitlines() if str(STATE_DIR) in ln]
 
@@ -207,23 +220,18 @@ def test_unknown_host_is_refused(lab: dict[str, LabHost]) -> None:
 def test_lab_up_adopts_a_lab_whose_processes_were_killed(lab: dict[str, LabHost]) -> None:
     """As when CI starts after a session's processes were ended: containers died,
     bridge, mounts and state files stayed."""
-    content = uuid.uuid4().hex
-    for host in lab.values():
-        host.ssh(f"echo {content} > ~/kept-across-kill")
+    content = write_everywhere(lab, "kept-across-kill")
     kill_every_lab_process()
     assert lab_mounts(), "the simulated crash should leave the overlay mounts behind"
     invoke("lab.up")
     assert [r["state"] for r in lab_status()] == ["running"] * LAB_HOSTS
-    for host in read_inventory().values():
-        assert host.ssh("cat ~/kept-across-kill").stdout.strip() == content
+    assert_kept_everywhere("kept-across-kill", content)
 
 
 @pytest.mark.lab_teardown
 def test_lab_up_rebuilds_after_the_machine_rebooted(lab: dict[str, LabHost]) -> None:
     """A machine reboot loses processes, mounts and the bridge; state files stay."""
-    content = uuid.uuid4().hex
-    for host in lab.values():
-        host.ssh(f"echo {content} > ~/kept-across-machine-reboot && sync")
+    content = write_everywhere(lab, "kept-across-machine-reboot")
     kill_every_lab_process()
     deadline = time.monotonic() + 30
     while lab_mounts():
@@ -233,8 +241,7 @@ def test_lab_up_rebuilds_after_the_machine_rebooted(lab: dict[str, LabHost]) -> 
     subprocess.run(["ip", "link", "delete", BRIDGE], check=True)
     invoke("lab.up")
     assert [r["state"] for r in lab_status()] == ["running"] * LAB_HOSTS
-    for host in read_inventory().values():
-        assert host.ssh("cat ~/kept-across-machine-reboot").stdout.strip() == content
+    assert_kept_everywhere("kept-across-machine-reboot", content)
 
 
 @pytest.mark.lab_teardown
