@@ -507,6 +507,11 @@ def configure_host(settings: LabSettings, host: Host, hosts: tuple[Host, ...]) -
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(hostkey)])
         (root / "etc/hostname").write_text(host.name + "\n")
     (root / "etc/hosts").write_text(etc_hosts(hosts))
+    # systemd in these containers sometimes fails to set up a unit's cgroup at boot
+    # (exit 219/CGROUP); when that unit is the one lifting /run/nologin, nobody can log in.
+    dropin = root / "etc/systemd/system/systemd-user-sessions.service.d"
+    dropin.mkdir(parents=True, exist_ok=True)
+    (dropin / "10-raykit-lab.conf").write_text("[Service]\nRestart=on-failure\nRestartSec=1\n")
     netdir = root / "etc/systemd/network"
     netdir.mkdir(parents=True, exist_ok=True)
     (netdir / "10-host0.network").write_text(network_unit(host.address, settings.network.prefixlen))
@@ -570,13 +575,23 @@ def ssh_command(settings: LabSettings, host: Host, *argv: str) -> list[str]:
     ]  # fmt: skip
 
 
+def can_log_in(settings: LabSettings, host: Host) -> bool:
+    """The admin user gets a shell: sshd is up and boot has lifted /run/nologin."""
+    if not ssh_open(host.address):
+        return False
+    cmd = ssh_command(settings, host, "true")
+    return subprocess.run(cmd, capture_output=True, timeout=15, check=False).returncode == 0
+
+
 def wait_for_ssh(settings: LabSettings, hosts: tuple[Host, ...], timeout: float = BOOT_TIMEOUT_S) -> None:
+    write_known_hosts(settings, load_state(settings).hosts)  # every caller saved the state first
     deadline = time.monotonic() + timeout
     for host in hosts:
         wait_until(
-            lambda h=host: ssh_open(h.address),
+            lambda h=host: can_log_in(settings, h),
             max(deadline - time.monotonic(), 0.1),
-            f"sshd on {host.name} ({host.address}); see {host_dir(settings, host.name) / 'console.log'}",
+            f"a login on {host.name} ({host.address}); see {host_dir(settings, host.name) / 'console.log'}",
+            interval=0.5,
         )
 
 
@@ -643,7 +658,6 @@ def up(settings: LabSettings, count: int | None, default_count: int, log: Log) -
         if started:
             log(f"booting {', '.join(started)}")
         wait_for_ssh(settings, hosts)
-        write_known_hosts(settings, hosts)
     return state
 
 
