@@ -20,6 +20,7 @@ from pathlib import Path
 from invoke import Collection, Context, Exit, task
 
 from raykit import cluster, jobs
+from raykit import doctor as doctorkit
 from raykit import lab as labkit
 from raykit.inventory import lab_inventory, write_inventory
 
@@ -139,10 +140,41 @@ def poweron(c, host):
         labkit.poweron(lab_settings(c), host)
 
 
+@task(help={"host": "lab host name, e.g. raylab-2"})
+def unplug(c, host):
+    """Cut one lab host's network link; it keeps running, cut off from the others."""
+    with user_errors():
+        labkit.set_link(lab_settings(c), host, up=False)
+
+
+@task(help={"host": "lab host name, e.g. raylab-2"})
+def plug(c, host):
+    """Restore one lab host's network link."""
+    with user_errors():
+        labkit.set_link(lab_settings(c), host, up=True)
+
+
+@task(
+    name="block",
+    help={"source": "lab host whose packets are dropped", "target": "lab host they were going to", "port": "TCP port"},
+)
+def block_port(c, source, target, port):
+    """Firewall one TCP port between two lab hosts (e.g. a worker and the head's GCS port)."""
+    with user_errors():
+        labkit.block(lab_settings(c), source, target, _as_int(port, "--port"))
+
+
+@task(name="unblock")
+def unblock_ports(c):
+    """Remove every firewall rule lab.block added."""
+    with user_errors():
+        labkit.unblock()
+
+
 # --- cluster ------------------------------------------------------------------
 
 
-def playbook(c: Context, name: str, inventory: str | None, *args: str, **kwargs):
+def playbook(c: Context, name: str, inventory: str | None, *args: str, check: bool = True, **kwargs):
     """Run one of playbooks/ from the repository root, so ansible.cfg applies."""
     cmd = [_venv_bin("ansible-playbook"), f"playbooks/{name}.yml"]
     if inventory:
@@ -150,7 +182,7 @@ def playbook(c: Context, name: str, inventory: str | None, *args: str, **kwargs)
     cmd += list(args)
     with c.cd(str(ROOT)):
         result = c.run(" ".join(shlex.quote(a) for a in cmd), pty=False, warn=True, **kwargs)
-    if result.failed:
+    if check and result.failed:
         raise Exit(f"error: ansible-playbook playbooks/{name}.yml failed (exit {result.exited}); see above", code=1)
     return result
 
@@ -229,6 +261,23 @@ def status(c, inventory=None, json_=False):
         print(f"dashboard: {state['dashboard_url']} (token: {state['token_file']})")
     if any(row["in_ray"] != "alive" for row in rows):
         raise Exit("error: not every node is alive in Ray; see `invoke logs HOST`", code=1)
+
+
+@task(name="doctor", help={"inventory": INVENTORY_HELP})
+def doctor(c, inventory=None):
+    """Check every host and Ray's view of the cluster; name each problem, its host and the fix."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp, "doctor.json")
+        # Unreachable hosts fail the playbook; they are findings, not the end of the check.
+        ran = playbook(c, "doctor", inventory, "-e", f"raykit_report_file={out}", check=False, hide="out")
+        if not out.exists():
+            print(ran.stdout[-4000:])
+            raise Exit(f"error: doctor could not read the cluster (ansible-playbook exit {ran.exited}); see above", code=1)
+        state = json.loads(out.read_text())
+    findings = doctorkit.diagnose(state, cluster.ray_nodes(state), doctorkit.token_digest(Path(state["token_file"])))
+    print(doctorkit.render(findings, len(state["inventory"])))
+    if findings:
+        raise Exit(code=1)
 
 
 def service(c: Context, state: str, hosts: str | None, inventory: str | None) -> None:
@@ -519,13 +568,13 @@ def demo(c):
     say(f"demo finished in {time.monotonic() - started:.1f} s")
 
 
-lab = Collection("lab", up, down, lab_status, reboot, poweroff, poweron)
+lab = Collection("lab", up, down, lab_status, reboot, poweroff, poweron, unplug, plug, block_port, unblock_ports)
 serve = Collection("serve", serve_deploy, serve_status, serve_shutdown)
 bench = Collection("bench")
 bench.add_task(bench_lab, name="lab")
 bench.add_task(bench_cluster, name="cluster")
 ns = Collection(
-    demo, lint, test, lock, provision, deploy, versions, status, stop, start, restart, logs, dashboard, reset, run, examples
+    demo, lint, test, lock, provision, deploy, versions, status, doctor, stop, start, restart, logs, dashboard, reset, run, examples
 )
 ns.add_collection(lab)
 ns.add_collection(serve)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -43,6 +44,28 @@ def ray_nodes(state: dict[str, Any]) -> list[dict[str, Any]]:
         return ray_api(state, "/api/v0/nodes?limit=10000&detail=true")["data"]["result"]["result"]
     except ClusterError:
         return []
+
+
+def alive_nodes(state: dict[str, Any]) -> dict[str, str]:
+    """node id -> IP of the nodes Ray has alive."""
+    return {n["node_id"]: n["node_ip"] for n in ray_nodes(state) if n.get("state") == "ALIVE"}
+
+
+def wait_for_cluster(state: dict[str, Any], ips: set[str], gone: set[str] = frozenset(), timeout: float = 120) -> float:
+    """Seconds until Ray has exactly one alive node per IP in `ips` and none of the node ids
+    in `gone` (nodes that were lost and must come back as new ones); polled with a deadline."""
+    start = time.monotonic()
+    while True:
+        alive = alive_nodes(state)
+        if sorted(alive.values()) == sorted(ips) and not gone & alive.keys():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            stale = sorted(alive[i] for i in gone & alive.keys())
+            raise ClusterError(
+                f"after {timeout:.0f} s Ray has alive: {sorted(alive.values())}, want one node on each of "
+                f"{sorted(ips)}" + (f"; still the old node on {stale}" if stale else "")
+            )
+        time.sleep(0.5)
 
 
 def status_rows(state: dict[str, Any], nodes: list[dict[str, Any]]) -> list[dict[str, str]]:

@@ -47,7 +47,9 @@ CONTROLLER_TOOLS = {
     "ip": "iproute2",
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
+    "nft": "nftables",
 }
+FIREWALL_TABLE = "raykit_lab"  # nftables table (bridge family) of lab.block
 FIRST_HOST_OFFSET = 11  # hosts get .11, .12, ...; the bridge (controller) gets .1
 NSPAWN_REBOOT_EXIT = 133  # systemd-nspawn's exit code when the container rebooted
 HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -673,6 +675,8 @@ def down(settings: LabSettings, log: Log) -> None:
             kill_host(settings, name)
             shutil.rmtree(host_dir(settings, name), ignore_errors=True)
         delete_bridge(state.bridge if state else settings.bridge)
+        if shutil.which("nft"):
+            unblock()
         for path in (settings.ssh_key.parent, settings.state_file):
             if path.is_dir():
                 shutil.rmtree(path)
@@ -710,6 +714,32 @@ def poweron(settings: LabSettings, name: str) -> None:
     with locked(settings):
         start_host(settings, state, host)
         wait_for_ssh(settings, (host,))
+
+
+def set_link(settings: LabSettings, name: str, up: bool) -> None:
+    """Plug or unplug a running host's network cable: its port on the lab bridge goes up or down."""
+    require_root()
+    find_host(settings, name)
+    if host_state(settings, name) != "running":
+        raise LabError(f"host {name} is not running; use `invoke lab.poweron {name}`")
+    run(["ip", "link", "set", "dev", veth_name(name), "up" if up else "down"])
+
+
+def block(settings: LabSettings, source: str, target: str, port: int) -> None:
+    """A firewall between two hosts: drop TCP from `source` to `target`'s `port` on the bridge."""
+    require_root()
+    (_, src), (_, dst) = find_host(settings, source), find_host(settings, target)
+    chain = "{ type filter hook forward priority 0; policy accept; }"
+    run(["nft", "add", "table", "bridge", FIREWALL_TABLE])
+    run(["nft", "add", "chain", "bridge", FIREWALL_TABLE, "forward", chain])
+    rule = ["ip", "saddr", src.address, "ip", "daddr", dst.address, "tcp", "dport", str(port), "drop"]
+    run(["nft", "add", "rule", "bridge", FIREWALL_TABLE, "forward", *rule])
+
+
+def unblock() -> None:
+    """Remove every rule lab.block added."""
+    require_root()
+    subprocess.run(["nft", "delete", "table", "bridge", FIREWALL_TABLE], capture_output=True, check=False)
 
 
 def reboot(settings: LabSettings, name: str, log: Log) -> None:

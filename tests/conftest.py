@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +63,12 @@ class LabHost:
         if check and result.returncode != 0:
             pytest.fail(f"{self.name}: {command!r} exited {result.returncode}: {result.stderr.strip()}")
         return result
+
+
+    def copy(self, local: Path, remote: str) -> None:
+        scp = ["scp", "-q", "-i", self.key, "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "BatchMode=yes",
+               str(local), f"{self.user}@{self.address}:{remote}"]  # fmt: skip
+        subprocess.run(scp, check=True, timeout=30)
 
 
 def read_inventory() -> dict[str, LabHost]:
@@ -154,3 +162,25 @@ def assert_refused(result: subprocess.CompletedProcess[str], *phrases: str) -> N
     counts = recap(result.stdout)
     assert counts, result.stdout[-2000:]
     assert all(c["changed"] == 0 for c in counts.values()), counts
+
+
+def install_fake_wheel(host: LabHost, tmp: Path, name: str, version: str) -> None:
+    """Put a package the lock does not have into the host's Ray environment, by hand, the way
+    a stray `pip install` would (a wheel with metadata only)."""
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: raykit-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{path},,\n" for path in files) + f"{info}/RECORD,,\n"
+    wheel = tmp / f"{name}-{version}-py3-none-any.whl"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+    wheel.write_bytes(buf.getvalue())
+    host.copy(wheel, f"/tmp/{wheel.name}")
+    host.ssh(
+        f"cd /tmp && sudo -u ray $(ls -d /opt/ray/wheelhouse/*/uv | head -1) pip install --quiet --offline"
+        f" --no-deps --python /opt/ray/current/bin/python /tmp/{wheel.name}"
+    )

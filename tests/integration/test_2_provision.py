@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import subprocess
-import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, LabHost, assert_refused, invoke, on_every_host, recap, write_inventory_variant
+from tests.conftest import (
+    ROOT,
+    LabHost,
+    assert_refused,
+    install_fake_wheel,
+    invoke,
+    on_every_host,
+    recap,
+    write_inventory_variant,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -174,34 +181,9 @@ def test_versions_reports_every_host_and_the_job_client(hosts) -> None:
     assert len({by_host[name]["digest"] for name in hosts}) == 1
 
 
-def fake_ray_wheel(version: str) -> bytes:
-    """A wheel that claims to be another Ray, like a stray `pip install ray==...`."""
-    info = f"ray-{version}.dist-info"
-    files = {
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: ray\nVersion: {version}\n",
-        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: raykit-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    files[f"{info}/RECORD"] = "".join(f"{name},,\n" for name in files) + f"{info}/RECORD,,\n"
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, text in files.items():
-            zf.writestr(name, text)
-    return buf.getvalue()
-
-
 def test_hand_made_drift_is_flagged_and_repaired(hosts, tmp_path: Path) -> None:
     victim = hosts[sorted(hosts)[1]]
-    wheel = tmp_path / "ray-2.59.0-py3-none-any.whl"
-    wheel.write_bytes(fake_ray_wheel("2.59.0"))
-    scp = [
-        "scp", "-q", "-i", victim.key, "-o", f"UserKnownHostsFile={victim.known_hosts}",
-        str(wheel), f"{victim.user}@{victim.address}:/tmp/",
-    ]  # fmt: skip
-    subprocess.run(scp, check=True, timeout=30)
-    victim.ssh(
-        f"cd /tmp && sudo -u ray $(ls -d /opt/ray/wheelhouse/*/uv | head -1) pip install --quiet --offline"
-        f" --no-deps --python {ENV}/bin/python /tmp/{wheel.name}"
-    )
+    install_fake_wheel(victim, tmp_path, "ray", "2.59.0")
     assert direct_state(victim)[1] == "2.59.0"
 
     flagged = invoke("versions", check=False)

@@ -5,6 +5,8 @@ Passed to an interpreter with -c, so nothing is installed for it:
   report < LOCK         with the environment's python: Python, Ray, a digest of every installed
                         file, and how the packages differ from the lock on standard input
   service UNIT          the unit's state, restarts and uptime
+  check SPEC            for `invoke doctor`: clock, /dev/shm, the token's digest, whether the
+                        ports in SPEC (JSON) answer, and the unit's last journal lines
 """
 
 import hashlib
@@ -15,8 +17,10 @@ import os
 import platform
 import pwd
 import re
+import socket
 import subprocess
 import sys
+import time
 
 
 def normalize(name):
@@ -34,9 +38,14 @@ def probe(prefix, env):
         "venv": importlib.util.find_spec("ensurepip") is not None,
         "env": os.path.exists(os.path.join(env, "bin", "python")),
         "wheelhouses": complete,
-        # The object store lives in /dev/shm; Ray falls back to disk when it is too small.
-        "shm_bytes": os.statvfs("/dev/shm").f_frsize * os.statvfs("/dev/shm").f_blocks,
+        "shm_bytes": shm_bytes(),
     }
+
+
+def shm_bytes():
+    # The object store lives in /dev/shm; Ray falls back to disk when it is too small.
+    fs = os.statvfs("/dev/shm")
+    return fs.f_frsize * fs.f_blocks
 
 
 def locked_versions(lock_text):
@@ -98,10 +107,31 @@ def service(unit):
     }
 
 
+def check(spec):
+    try:
+        with open(spec["token"], "rb") as fh:
+            token = hashlib.sha256(fh.read().strip()).hexdigest()
+    except FileNotFoundError:
+        token = None
+    ports = []
+    for address, port, name in spec["connect"]:
+        try:
+            socket.create_connection((address, port), timeout=3).close()
+            error = ""
+        except OSError as exc:
+            error = str(exc) or type(exc).__name__
+        ports.append({"address": f"{address}:{port}", "name": name, "error": error})
+    journal = subprocess.run(["journalctl", "--unit", spec["unit"], "--lines=15", "--no-pager", "--output=short-precise"],
+                             capture_output=True, text=True, check=False).stdout
+    return {"time": time.time(), "shm_bytes": shm_bytes(), "token_sha256": token, "ports": ports, "journal": journal}
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "probe":
         print(json.dumps(probe(sys.argv[2], sys.argv[3])))
     elif sys.argv[1] == "service":
         print(json.dumps(service(sys.argv[2])))
+    elif sys.argv[1] == "check":
+        print(json.dumps(check(json.loads(sys.argv[2]))))
     else:
         print(json.dumps(report(sys.stdin.read())))

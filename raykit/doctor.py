@@ -1,0 +1,118 @@
+"""`invoke doctor`: playbooks/doctor.yml's facts and Ray's own view, turned into findings
+that name the host, say what is wrong in plain words, and how to fix it."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Beyond this, hosts' logs and Ray's timestamps stop lining up; NTP keeps clocks far closer.
+CLOCK_SKEW_LIMIT_S = 2.0
+YOUNG_S = 5
+
+
+@dataclass(frozen=True)
+class Finding:
+    host: str
+    problem: str
+    fix: str
+    details: str = ""
+
+
+def token_digest(path: Path) -> str | None:
+    """The same digest the hosts report for their copy; the token itself is never shown."""
+    try:
+        return hashlib.sha256(path.read_bytes().strip()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def diagnose(state: dict[str, Any], nodes: list[dict[str, Any]], controller_token: str | None) -> list[Finding]:
+    """Every finding, host by host in inventory order; empty when the cluster is healthy."""
+    alive = {n["node_ip"]: n for n in nodes if n.get("state") == "ALIVE"}
+    findings = []
+    for host in state["inventory"]:
+        info = state["hosts"].get(host)
+        if info is None:
+            findings.append(
+                Finding(host, "does not answer over SSH", f"check that {host} is powered on and reachable, then run `invoke doctor` again")
+            )
+            continue
+        findings += _host_findings(host, info, alive, controller_token, head=state["head"])
+    if not nodes and state["head"] in state["hosts"]:
+        findings.append(
+            Finding(state["head"], f"Ray's dashboard at {state['dashboard_url']} does not answer (nodes unknown)",
+                    f"`invoke logs {state['head']}`; `invoke restart`")
+        )  # fmt: skip
+    return findings
+
+
+def _host_findings(
+    host: str, info: dict[str, Any], alive: dict[str, Any], controller_token: str | None, head: str
+) -> list[Finding]:
+    found = []
+    env, service, checks = info["environment"], info["service"], info.get("checks") or {}
+    if env["problems"]:
+        found.append(Finding(host, "its Python or Ray differs from the pins: " + "; ".join(env["problems"]), "`invoke provision`"))
+    # A crashing node is mostly waiting to be restarted; caught just after a start, it is young.
+    failing = service["active"] in ("activating", "failed") or (
+        service["active"] == "active" and service["restarts"] > 0 and service["uptime_s"] < YOUNG_S
+    )
+    if failing:
+        found.append(
+            Finding(host, f"Ray's unit keeps failing ({service['active']}, restarted {service['restarts']} times)",
+                    f"find the cause in its journal (below, or `invoke logs {host}`), then `invoke deploy`",
+                    checks.get("journal", ""))
+        )  # fmt: skip
+    elif service["active"] != "active":
+        found.append(Finding(host, f"Ray is {service['active']}", f"`invoke start --hosts {host}`"))
+    elif info["ip"] not in alive and alive:
+        found.append(
+            Finding(host, f"Ray runs but its node ({info['ip']}) is not in the cluster",
+                    f"`invoke restart --hosts {host}`; if it stays out, `invoke logs {host}`", checks.get("journal", ""))
+        )  # fmt: skip
+    for port in checks.get("ports", []):
+        if port["error"]:
+            found.append(
+                Finding(host, f"cannot reach {port['name']} at {port['address']}: {port['error']}",
+                        "open that TCP port between the nodes (firewall, security group)")
+            )  # fmt: skip
+    if service.get("installed") and checks.get("token_sha256") != controller_token:
+        found.append(
+            Finding(host, "its cluster token differs from the controller's" if checks.get("token_sha256") else "it has no cluster token",
+                    "`invoke deploy` (installs the controller's token and restarts that node)")
+        )  # fmt: skip
+    node = alive.get(info["ip"])
+    store = (node or {}).get("resources_total", {}).get("object_store_memory")
+    if store and checks.get("shm_bytes") is not None and store > checks["shm_bytes"]:
+        found.append(
+            Finding(host, f"its object store ({_gb(store)}) is larger than /dev/shm ({_gb(checks['shm_bytes'])}): "
+                          "Ray spills to disk, slowly",
+                    "enlarge /dev/shm (tmpfs size) and `invoke restart`, or set ray_object_store_memory and `invoke deploy`")
+        )  # fmt: skip
+    if checks.get("time") is not None:
+        skew = checks["time"] - checks["controller_time"]
+        if abs(skew) > CLOCK_SKEW_LIMIT_S:
+            found.append(
+                Finding(host, f"its clock is {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} the controller's",
+                        "run time synchronisation on every host (systemd-timesyncd or chrony)")
+            )  # fmt: skip
+    return found
+
+
+def _gb(value: float) -> str:
+    return f"{value / 1e9:.1f} GB"
+
+
+def render(findings: list[Finding], hosts: int) -> str:
+    if not findings:
+        return f"doctor: all {hosts} hosts healthy"
+    lines = []
+    for f in findings:
+        lines.append(f"{f.host}: {f.problem}")
+        lines.append(f"  fix: {f.fix}")
+        lines += [f"  | {line}" for line in f.details.strip().splitlines()]
+    lines.append(f"doctor: {len(findings)} problem(s) on {len({f.host for f in findings})} of {hosts} hosts")
+    return "\n".join(lines)

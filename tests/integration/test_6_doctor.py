@@ -1,0 +1,137 @@
+"""invoke doctor on the lab: each fault made for real, then doctor must name the host and the fix."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from raykit import cluster as raycluster
+from tests.conftest import HEAD, TOKEN_FILE, LabHost, install_fake_wheel, invoke
+from tests.integration.test_5_faults import all_ips, ray_state
+
+pytestmark = pytest.mark.lab
+
+WORKER = "raylab-2"
+
+
+def doctor() -> subprocess.CompletedProcess[str]:
+    return invoke("doctor", check=False, timeout=120)
+
+
+def assert_finds(result: subprocess.CompletedProcess[str], host: str, *phrases: str) -> str:
+    """doctor failed and one finding names `host` and says every phrase; returns that finding."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    findings = re.split(r"\n(?=\S)", result.stdout)
+    mine = [f for f in findings if f.startswith(f"{host}: ") and all(p in f for p in phrases)]
+    assert mine, f"no finding on {host} saying {phrases}:\n{result.stdout}"
+    assert "fix: " in mine[0]
+    return mine[0]
+
+
+@pytest.fixture
+def whole(cluster: dict[str, LabHost]) -> Iterator[dict[str, LabHost]]:
+    """A healthy cluster before the fault; after the repair, Ray has every node again."""
+    raycluster.wait_for_cluster(ray_state(cluster), all_ips(cluster), timeout=120)
+    yield cluster
+    raycluster.wait_for_cluster(ray_state(cluster), all_ips(cluster), timeout=180)
+
+
+def test_doctor_passes_a_healthy_cluster(whole) -> None:
+    result = doctor()
+    assert result.returncode == 0, result.stdout
+    assert f"all {len(whole)} hosts healthy" in result.stdout
+
+
+def test_doctor_names_an_unreachable_host(whole) -> None:
+    invoke("lab.poweroff", "raylab-3")
+    try:
+        assert_finds(doctor(), "raylab-3", "does not answer over SSH")
+    finally:
+        invoke("lab.poweron", "raylab-3")
+
+
+def test_doctor_names_version_drift(whole, tmp_path: Path) -> None:
+    install_fake_wheel(whole[WORKER], tmp_path, "strayed", "0.1")
+    try:
+        assert_finds(doctor(), WORKER, "differs from the pins", "strayed 0.1 not in the lock", "invoke provision")
+    finally:
+        invoke("provision")
+    assert doctor().returncode == 0
+
+
+def test_doctor_names_a_failing_unit_and_shows_its_journal(whole) -> None:
+    host = whole[WORKER]
+    host.ssh("echo RAY_raylet_liveness_self_check_interval_ms=soon | sudo tee -a /etc/ray/ray.env >/dev/null")
+    host.ssh("sudo systemctl restart ray")
+    try:
+        finding = assert_finds(doctor(), WORKER, "Ray's unit", "keeps failing")
+        assert "| " in finding and "ray.service" in finding  # its journal lines
+    finally:
+        invoke("deploy")  # writes the environment back and restarts the node
+
+
+def test_doctor_names_a_node_that_runs_outside_the_cluster(whole) -> None:
+    host, dropin = whole[WORKER], "/etc/systemd/system/ray.service.d/own-cluster.conf"
+    # Someone made the worker a head of its own: the unit runs, the node is not ours.
+    host.ssh(
+        f"sudo mkdir -p {Path(dropin).parent} && printf '[Service]\\nExecStart=\\nExecStart=/opt/ray/current/bin/ray"
+        f" start --block --head --port=6390 --node-ip-address={host.address} --temp-dir=/var/lib/ray/tmp"
+        f" --include-dashboard=false --disable-usage-stats\\n' | sudo tee {dropin} >/dev/null"
+        " && sudo systemctl daemon-reload && sudo systemctl restart ray"
+    )
+    try:
+        raycluster.wait_for_cluster(ray_state(whole), all_ips(whole) - {host.address}, timeout=60)
+        assert_finds(doctor(), WORKER, f"its node ({host.address}) is not in the cluster", "invoke restart")
+    finally:
+        host.ssh(f"sudo rm -f {dropin} && sudo systemctl daemon-reload")
+        invoke("restart", "--hosts", WORKER)
+
+
+def test_doctor_names_a_port_blocked_between_two_nodes(whole) -> None:
+    head = whole[HEAD]
+    invoke("lab.block", WORKER, HEAD, "6379")
+    try:
+        assert_finds(doctor(), WORKER, f"cannot reach the GCS port of {HEAD} at {head.address}:6379", "firewall")
+    finally:
+        invoke("lab.unblock")
+
+
+def test_doctor_names_a_token_mismatch_without_showing_a_token(whole) -> None:
+    host = whole[WORKER]
+    host.ssh("echo not-the-cluster-token | sudo tee /etc/ray/auth_token >/dev/null")
+    try:
+        result = doctor()
+        assert_finds(result, WORKER, "token differs from the controller's", "invoke deploy")
+        assert TOKEN_FILE.read_text().strip() not in result.stdout
+    finally:
+        invoke("deploy")
+
+
+def test_doctor_names_a_dev_shm_smaller_than_the_object_store(whole) -> None:
+    host = whole[WORKER]
+    size = re.search(r"size=(\w+)", host.ssh("findmnt --noheadings --output OPTIONS /dev/shm").stdout).group(1)
+    host.ssh("sudo mount -o remount,size=256M /dev/shm")
+    try:
+        assert_finds(doctor(), WORKER, "larger than /dev/shm (0.3 GB)", "ray_object_store_memory")
+    finally:
+        host.ssh(f"sudo mount -o remount,size={size} /dev/shm")
+
+
+def test_doctor_names_clock_skew(whole, tmp_path: Path) -> None:
+    host, lib = whole[WORKER], tmp_path / "clock_skew.so"
+    # The lab's hosts share the controller's kernel clock: skew the host's Python programs' view of it.
+    source = Path(__file__).with_name("clock_skew.c")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(lib), str(source), "-ldl"], check=True)
+    host.copy(lib, "/tmp/clock_skew.so")
+    host.ssh(
+        "sudo install -m 0644 /tmp/clock_skew.so /usr/local/lib/clock_skew.so"
+        " && echo /usr/local/lib/clock_skew.so | sudo tee /etc/ld.so.preload >/dev/null"
+    )
+    try:
+        assert_finds(doctor(), WORKER, "clock is 300 s ahead of the controller's", "chrony")
+    finally:
+        host.ssh("sudo rm -f /etc/ld.so.preload /usr/local/lib/clock_skew.so")
