@@ -521,28 +521,47 @@ def bench_cluster(c, inventory=None):
     timed("provision (no-op)", lambda: provision(c, inventory=inventory))
     timed("deploy (to all nodes alive)", lambda: deploy(c, inventory=inventory))
     timed("deploy (no-op)", lambda: deploy(c, inventory=inventory))
-    if inventory is None:  # the local lab: reboot a worker and wait for its node
-        state = cluster_state(c, None)
-        worker = next(h for h, info in state["hosts"].items() if info["role"] == "worker")
-        ip = state["hosts"][worker]["ip"]
-
-        def alive_ids() -> set[str]:
-            return {n["node_id"] for n in cluster.ray_nodes(state) if n["node_ip"] == ip and n["state"] == "ALIVE"}
-
-        def reboot_and_rejoin() -> None:
-            before = alive_ids()
-            labkit.reboot(lab_settings(c), worker, say)
-            deadline = time.monotonic() + 180
-            while not alive_ids() - before:  # a new node of that host, not the old one's entry
-                if time.monotonic() > deadline:
-                    raise Exit(f"error: {worker} did not rejoin within 180 s", code=1)
-                time.sleep(0.5)
-
-        timed(f"lab.reboot {worker} to its node alive", reboot_and_rejoin)
     tars = sorted(Path("~/.cache/raykit/wheelhouse").expanduser().glob("*/wheelhouse.tar"))
     print_table(figures)
     for tar in tars:
         say(f"bench: bytes sent per host by a cold provision: {tar.stat().st_size} ({tar.parent.name})")
+
+
+@task
+def bench_faults(c):
+    """Measure recovery on the local lab's cluster: a killed raylet, reboots, a cut link."""
+    settings = lab_settings(c)
+    state = cluster_state(c, None)
+    ips = {info["ip"] for info in state["hosts"].values()}
+    head, first, second = sorted(state["hosts"])[:3]
+    figures = []
+
+    def node_ids(host: str | None = None) -> set[str]:
+        want = state["hosts"][host]["ip"] if host else None
+        return {node for node, ip in cluster.alive_nodes(state).items() if want in (None, ip)}
+
+    def measure(name: str, fault, host: str | None, up_ips: set[str] = ips) -> None:
+        gone = node_ids(host)
+        start = time.monotonic()
+        fault()
+        cluster.wait_for_cluster(state, up_ips, gone=gone, timeout=300)
+        figures.append({"fault": name, "seconds": f"{time.monotonic() - start:.1f}"})
+        say(f"bench: {name}: {figures[-1]['seconds']} s")
+
+    def kill_raylet() -> None:
+        _, host = labkit.find_host(settings, first)
+        labkit.run(labkit.ssh_command(settings, host, "sudo", "pkill", "--signal", "KILL", "--exact", "raylet"))
+
+    with user_errors():
+        cluster.wait_for_cluster(state, ips)
+        measure(f"raylet killed on {first} -> cluster whole", kill_raylet, first)
+        measure(f"lab.reboot {first} -> its node alive", lambda: labkit.reboot(settings, first, say), first)
+        measure(f"lab.reboot {head} (head) -> every node alive", lambda: labkit.reboot(settings, head, say), None)
+        cut = ips - {state["hosts"][second]["ip"]}
+        measure(f"lab.unplug {second} -> Ray declares it dead", lambda: labkit.set_link(settings, second, up=False),
+                second, cut)  # fmt: skip
+        measure(f"lab.plug {second} -> its node alive", lambda: labkit.set_link(settings, second, up=True), second)
+    print_table(figures)
 
 
 # --- the main job -------------------------------------------------------------
@@ -573,6 +592,7 @@ serve = Collection("serve", serve_deploy, serve_status, serve_shutdown)
 bench = Collection("bench")
 bench.add_task(bench_lab, name="lab")
 bench.add_task(bench_cluster, name="cluster")
+bench.add_task(bench_faults, name="faults")
 ns = Collection(
     demo, lint, test, lock, provision, deploy, versions, status, doctor, stop, start, restart, logs, dashboard, reset, run, examples
 )

@@ -249,10 +249,11 @@ def test_reset_leaves_hosts_as_provision_found_them(cluster) -> None:
     invoke("reset", "--yes")
     for host in cluster.values():
         leftovers = host.ssh(
-            "ls -d /etc/systemd/system/ray.service /etc/ray /opt/ray /var/lib/ray 2>/dev/null; getent passwd ray;"
-            " getent group ray; pgrep -a -f 'ray start|raylet|gcs_server'",
+            "ls -d /etc/systemd/system/ray.service /etc/ray /opt/ray /var/lib/ray /var/lib/redis /usr/bin/redis-server"
+            " 2>/dev/null; getent passwd ray; getent group ray; pgrep -a -f 'ray start|raylet|gcs_server|redis-server'",
             check=False,
         ).stdout
         assert leftovers.strip() == "", f"{host.name}: {leftovers}"
     assert not TOKEN_FILE.exists()
+    assert not TOKEN_FILE.with_suffix(".redis").exists()
     assert INVENTORY.exists()

@@ -4,7 +4,8 @@ Passed to an interpreter with -c, so nothing is installed for it:
   probe PREFIX ENV      with the system python: its version, venv support, what provision left
   report < LOCK         with the environment's python: Python, Ray, a digest of every installed
                         file, and how the packages differ from the lock on standard input
-  service UNIT          the unit's state, restarts and uptime
+  service UNIT FILE...  the unit's state, restarts and uptime, and whether it runs with
+                        older settings than FILE... hold (a restart that never happened)
   check SPEC            for `invoke doctor`: clock, /dev/shm, the token's digest, whether the
                         ports in SPEC (JSON) answer, and the unit's last journal lines
 """
@@ -87,16 +88,17 @@ def report(lock_text):
     }
 
 
-def service(unit):
+def service(unit, files=()):
     props = ["LoadState", "ActiveState", "SubState", "UnitFileState", "MainPID", "NRestarts",
              "ActiveEnterTimestampMonotonic"]
     out = subprocess.run(["systemctl", "show", unit, "--property=" + ",".join(props)],
                          capture_output=True, text=True, check=False).stdout
     state = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    with open("/proc/uptime") as fh:
-        now = float(fh.read().split()[0])
+    now = time.monotonic()  # systemd's monotonic clock
     since = int(state.get("ActiveEnterTimestampMonotonic") or 0) / 1e6
     active = state.get("ActiveState") == "active"
+    started = time.time() - (now - since)
+    changed = [f for f in files if os.path.exists(f) and os.stat(f).st_mtime > started + 1]
     return {
         "installed": state.get("LoadState") == "loaded",
         "active": state.get("ActiveState", "unknown"),
@@ -104,6 +106,7 @@ def service(unit):
         "pid": int(state.get("MainPID") or 0),
         "restarts": int(state.get("NRestarts") or 0),
         "uptime_s": round(now - since) if active and since else 0,
+        "stale": bool(active and since and changed),
     }
 
 
@@ -130,7 +133,7 @@ if __name__ == "__main__":
     if sys.argv[1] == "probe":
         print(json.dumps(probe(sys.argv[2], sys.argv[3])))
     elif sys.argv[1] == "service":
-        print(json.dumps(service(sys.argv[2])))
+        print(json.dumps(service(sys.argv[2], sys.argv[3:])))
     elif sys.argv[1] == "check":
         print(json.dumps(check(json.loads(sys.argv[2]))))
     else:

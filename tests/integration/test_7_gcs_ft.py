@@ -1,0 +1,56 @@
+"""ray_gcs_ft: redis on the lab: a head restart keeps the workers and a detached actor."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from raykit import cluster as raycluster
+from raykit import jobs
+from tests.conftest import HEAD, ROOT, TOKEN_FILE, LabHost, invoke, recap, write_inventory_variant
+from tests.integration.test_5_faults import all_ips, main_pid, node_ids, ray_state
+
+pytestmark = pytest.mark.lab
+
+COUNTER = ROOT / "tests" / "jobs" / "detached_counter.py"
+
+
+def counter(state: dict[str, str], action: str) -> str:
+    client = jobs.client(state["dashboard_url"], TOKEN_FILE.read_text().strip())
+    job = jobs.submit(client, COUNTER, [action])
+    status = jobs.wait(client, job, 120)
+    logs = client.get_job_logs(job)
+    assert status.value == "SUCCEEDED", logs
+    return logs
+
+
+def test_with_the_gcs_in_redis_a_head_restart_keeps_workers_and_detached_actors(cluster, tmp_path: Path) -> None:
+    state, head = ray_state(cluster), cluster[HEAD]
+    workers = {name: h for name, h in cluster.items() if name != HEAD}
+    variant = str(write_inventory_variant(tmp_path, lambda inv: inv["vars"].update(ray_gcs_ft="redis")))
+    try:
+        result = invoke("deploy", "--inventory", variant, check=False)
+        assert result.returncode == 0, result.stdout[-3000:]
+        again = invoke("deploy", "--inventory", variant, check=False)
+        assert all(c["changed"] == 0 for c in recap(again.stdout).values()), again.stdout[-3000:]
+        # Redis: on the head only, on localhost only, and it wants the password.
+        listening = head.ssh("sudo ss --listening --tcp --numeric --processes").stdout
+        redis = [line.split()[3] for line in listening.splitlines() if "redis-server" in line]
+        assert redis and all(re.match(r"(127\.0\.0\.1|\[::1\]):6380$", a) for a in redis), listening
+        assert "NOAUTH" in head.ssh("redis-cli -p 6380 get x", check=False).stdout
+        password = Path(f"~/.config/raykit/{HEAD}.redis").expanduser().read_text().strip()
+        assert password not in head.ssh("cat /etc/systemd/system/ray.service").stdout + result.stdout
+
+        assert "count: 1 on" in counter(state, "create")
+        before = {name: (main_pid(h), node_ids(state, h)) for name, h in workers.items()}
+        old_head = node_ids(state, head)
+        invoke("restart", "--inventory", variant, "--hosts", HEAD)
+        raycluster.wait_for_cluster(state, all_ips(cluster), gone=old_head, timeout=120)
+        assert "count: 2 on" in counter(state, "count")  # the actor, and its state, lived on
+        assert {name: (main_pid(h), node_ids(state, h)) for name, h in workers.items()} == before
+        counter(state, "remove")
+    finally:
+        result = invoke("deploy", check=False)  # back to the lab's default, ray_gcs_ft: none
+    assert result.returncode == 0, result.stdout[-3000:]
