@@ -263,13 +263,13 @@ def status(c, inventory=None, json_=False):
         raise Exit("error: not every node is alive in Ray; see `invoke logs HOST`", code=1)
 
 
-@task(name="doctor", help={"inventory": INVENTORY_HELP})
-def doctor(c, inventory=None):
+@task(name="doctor", help={"inventory": INVENTORY_HELP, "verbose": "also show Ansible's output"})
+def doctor(c, inventory=None, verbose=False):
     """Check every host and Ray's view of the cluster; name each problem, its host and the fix."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp, "doctor.json")
         # Unreachable hosts fail the playbook; they are findings, not the end of the check.
-        ran = playbook(c, "doctor", inventory, "-e", f"raykit_report_file={out}", check=False, hide="out")
+        ran = playbook(c, "doctor", inventory, "-e", f"raykit_report_file={out}", check=False, hide=None if verbose else "out")
         if not out.exists():
             print(ran.stdout[-4000:])
             raise Exit(f"error: doctor could not read the cluster (ansible-playbook exit {ran.exited}); see above", code=1)
@@ -533,7 +533,11 @@ def bench_faults(c):
     settings = lab_settings(c)
     state = cluster_state(c, None)
     ips = {info["ip"] for info in state["hosts"].values()}
-    head, first, second = sorted(state["hosts"])[:3]
+    head = state["head"]
+    workers = sorted(h for h in state["hosts"] if h != head)
+    if len(workers) < 2:
+        raise Exit("error: bench.faults needs a lab of 3 hosts or more", code=2)
+    first, second = workers[:2]
     figures = []
 
     def node_ids(host: str | None = None) -> set[str]:

@@ -37,10 +37,11 @@ def diagnose(state: dict[str, Any], nodes: list[dict[str, Any]], controller_toke
         info = state["hosts"].get(host)
         if info is None:
             findings.append(
-                Finding(host, "does not answer over SSH", f"check that {host} is powered on and reachable, then run `invoke doctor` again")
+                Finding(host, "did not answer over SSH, or its checks failed",
+                        f"check that {host} is powered on and `ssh` reaches it; `invoke doctor --verbose` shows Ansible's error")
             )
             continue
-        findings += _host_findings(host, info, alive, controller_token, head=state["head"])
+        findings += _host_findings(host, info, alive, controller_token)
     if not nodes and state["head"] in state["hosts"]:
         findings.append(
             Finding(state["head"], f"Ray's dashboard at {state['dashboard_url']} does not answer (nodes unknown)",
@@ -49,9 +50,7 @@ def diagnose(state: dict[str, Any], nodes: list[dict[str, Any]], controller_toke
     return findings
 
 
-def _host_findings(
-    host: str, info: dict[str, Any], alive: dict[str, Any], controller_token: str | None, head: str
-) -> list[Finding]:
+def _host_findings(host: str, info: dict[str, Any], alive: dict[str, Any], controller_token: str | None) -> list[Finding]:
     found = []
     env, service, checks = info["environment"], info["service"], info.get("checks") or {}
     if env["problems"]:
@@ -93,7 +92,8 @@ def _host_findings(
                     "enlarge /dev/shm (tmpfs size) and `invoke restart`, or set ray_object_store_memory and `invoke deploy`")
         )  # fmt: skip
     if checks.get("time") is not None:
-        skew = checks["time"] - checks["controller_time"]
+        # The host read its clock between the controller's two readings; outside them, it is off.
+        skew = max(checks["time"] - checks["controller_after"], 0) or min(checks["time"] - checks["controller_before"], 0)
         if abs(skew) > CLOCK_SKEW_LIMIT_S:
             found.append(
                 Finding(host, f"its clock is {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} the controller's",

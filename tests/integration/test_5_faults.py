@@ -51,6 +51,10 @@ class RunningJob:
             assert time.monotonic() < deadline, self.client.get_job_logs(self.id)
             time.sleep(0.3)
 
+    def assert_running(self) -> None:
+        """Still running: the fault struck while its tasks ran."""
+        assert self.client.get_job_status(self.id).value == "RUNNING", self.client.get_job_logs(self.id)
+
     def assert_correct(self, timeout: float = 240) -> None:
         status = jobs.wait(self.client, self.id, timeout)
         logs = self.client.get_job_logs(self.id)
@@ -70,6 +74,7 @@ def test_a_killed_raylet_is_restarted_and_a_running_job_completes(whole) -> None
     before, restarts_before = node_ids(state, worker), restarts(worker)
     job = RunningJob(state)
     worker.ssh("sudo pkill --signal KILL --exact raylet")
+    job.assert_running()
     took = raycluster.wait_for_cluster(state, all_ips(whole), gone=before, timeout=60)
     print(f"raylet killed on {worker.name}: cluster whole again in {took:.1f} s")
     assert restarts(worker) == restarts_before + 1  # systemd did it, no command ran
@@ -81,6 +86,7 @@ def test_a_powered_off_worker_loses_no_work_and_rejoins_when_powered_on(whole) -
     before = node_ids(state, worker)
     job = RunningJob(state)
     invoke("lab.poweroff", worker.name)
+    job.assert_running()
     try:
         job.assert_correct()  # its tasks on the lost node ran again on the others
         raycluster.wait_for_cluster(state, all_ips(whole) - {worker.address}, gone=before, timeout=120)
@@ -128,7 +134,8 @@ def test_a_provision_killed_while_installing_converges_on_the_next_run(whole, tm
     run = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
-        while host.ssh(f"test -e {prefix}/venvs/*/pyvenv.cfg", check=False).returncode != 0:
+        installing = f"ls -d {prefix}/venvs/*/lib/python3*/site-packages/*.dist-info"
+        while host.ssh(installing, check=False).returncode != 0:
             assert run.poll() is None and time.monotonic() < deadline, "provision ended before installing"
             time.sleep(0.2)
         os.killpg(run.pid, signal.SIGKILL)  # invoke, ansible-playbook and its workers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,8 @@ def assert_finds(result: subprocess.CompletedProcess[str], host: str, *phrases: 
     findings = re.split(r"\n(?=\S)", result.stdout)
     mine = [f for f in findings if f.startswith(f"{host}: ") and all(p in f for p in phrases)]
     assert mine, f"no finding on {host} saying {phrases}:\n{result.stdout}"
+    others = [f for f in findings if re.match(r"\S+: ", f) and not f.startswith(f"{host}: ")]
+    assert not others, f"findings on other hosts:\n{result.stdout}"
     assert "fix: " in mine[0]
     return mine[0]
 
@@ -49,7 +52,7 @@ def test_doctor_passes_a_healthy_cluster(whole) -> None:
 def test_doctor_names_an_unreachable_host(whole) -> None:
     invoke("lab.poweroff", "raylab-3")
     try:
-        assert_finds(doctor(), "raylab-3", "does not answer over SSH")
+        assert_finds(doctor(), "raylab-3", "did not answer over SSH")
     finally:
         invoke("lab.poweron", "raylab-3")
 
@@ -68,6 +71,10 @@ def test_doctor_names_a_failing_unit_and_shows_its_journal(whole) -> None:
     host.ssh("echo RAY_raylet_liveness_self_check_interval_ms=soon | sudo tee -a /etc/ray/ray.env >/dev/null")
     host.ssh("sudo systemctl restart ray")
     try:
+        deadline = time.monotonic() + 30
+        while int(host.ssh("systemctl show --property=NRestarts --value ray").stdout) < 1:
+            assert time.monotonic() < deadline, "the unit did not fail"
+            time.sleep(0.5)
         finding = assert_finds(doctor(), WORKER, "Ray's unit", "keeps failing")
         assert "| " in finding and "ray.service" in finding  # its journal lines
     finally:

@@ -9,7 +9,7 @@ import pytest
 
 from raykit import cluster as raycluster
 from raykit import jobs
-from tests.conftest import HEAD, ROOT, TOKEN_FILE, LabHost, invoke, recap, write_inventory_variant
+from tests.conftest import HEAD, ROOT, TOKEN_FILE, invoke, recap, write_inventory_variant
 from tests.integration.test_5_faults import all_ips, main_pid, node_ids, ray_state
 
 pytestmark = pytest.mark.lab
@@ -49,6 +49,11 @@ def test_with_the_gcs_in_redis_a_head_restart_keeps_workers_and_detached_actors(
         invoke("restart", "--inventory", variant, "--hosts", HEAD)
         raycluster.wait_for_cluster(state, all_ips(cluster), gone=old_head, timeout=120)
         assert "count: 2 on" in counter(state, "count")  # the actor, and its state, lived on
+        assert {name: (main_pid(h), node_ids(state, h)) for name, h in workers.items()} == before
+        old_head = node_ids(state, head)
+        invoke("lab.reboot", HEAD)  # Redis and then the head start at boot
+        raycluster.wait_for_cluster(state, all_ips(cluster), gone=old_head, timeout=120)
+        assert "count: 3 on" in counter(state, "count")
         assert {name: (main_pid(h), node_ids(state, h)) for name, h in workers.items()} == before
         counter(state, "remove")
     finally:

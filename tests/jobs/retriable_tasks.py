@@ -10,7 +10,7 @@ import time
 
 import ray
 
-COUNT = int(sys.argv[1]) if len(sys.argv) > 1 else 60
+COUNT = int(sys.argv[1]) if len(sys.argv) > 1 else 120
 
 
 @ray.remote(num_cpus=1, scheduling_strategy="SPREAD")

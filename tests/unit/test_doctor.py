@@ -22,7 +22,7 @@ def healthy() -> tuple[dict, list[dict]]:
             "service": {"installed": True, "active": "active", "restarts": 0, "uptime_s": 100},
             "environment": {"problems": []},
             "checks": {
-                "time": 1000.0, "controller_time": 1000.3, "shm_bytes": 2 * 10**9, "token_sha256": TOKEN,
+                "time": 1000.2, "controller_before": 1000.0, "controller_after": 1000.5, "shm_bytes": 2 * 10**9, "token_sha256": TOKEN,
                 "ports": [] if i == 0 else [{"address": "10.0.0.1:6379", "name": "the GCS port of h1", "error": ""}],
                 "journal": "a journal line\n",
             },
@@ -91,7 +91,7 @@ def _no_dashboard(s, n):
 @pytest.mark.parametrize(
     ("edit", "host", "problem", "fix"),
     [
-        (_unreachable, "h2", "does not answer over SSH", "powered on"),
+        (_unreachable, "h2", "did not answer over SSH", "powered on"),
         (_drift, "h2", "differs from the pins: ray 2.59.0 (lock 2.60.0)", "invoke provision"),
         (_failing, "h2", "keeps failing (activating, restarted 7 times)", "journal"),
         (_young_after_restarts, "h2", "keeps failing", "invoke deploy"),
