@@ -46,6 +46,11 @@ def ray_nodes(state: dict[str, Any]) -> list[dict[str, Any]]:
         return []
 
 
+def alive_by_ip(nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """node IP -> Ray's entry for the alive node on it."""
+    return {n["node_ip"]: n for n in nodes if n.get("state") == "ALIVE"}
+
+
 def alive_nodes(state: dict[str, Any]) -> dict[str, str]:
     """node id -> IP of the nodes Ray has alive."""
     return {n["node_id"]: n["node_ip"] for n in ray_nodes(state) if n.get("state") == "ALIVE"}
@@ -70,7 +75,7 @@ def wait_for_cluster(state: dict[str, Any], ips: set[str], gone: set[str] = froz
 
 def status_rows(state: dict[str, Any], nodes: list[dict[str, Any]]) -> list[dict[str, str]]:
     """One row per inventory host: its unit, its environment, and Ray's view of its node."""
-    alive = {n["node_ip"]: n for n in nodes if n.get("state") == "ALIVE"}
+    alive = alive_by_ip(nodes)
     rows = []
     for host, info in state["hosts"].items():
         node = alive.get(info["ip"])

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raykit.cluster import alive_by_ip
+
 # Beyond this, hosts' logs and Ray's timestamps stop lining up; NTP keeps clocks far closer.
 CLOCK_SKEW_LIMIT_S = 2.0
 YOUNG_S = 5
@@ -31,7 +33,7 @@ def token_digest(path: Path) -> str | None:
 
 def diagnose(state: dict[str, Any], nodes: list[dict[str, Any]], controller_token: str | None) -> list[Finding]:
     """Every finding, host by host in inventory order; empty when the cluster is healthy."""
-    alive = {n["node_ip"]: n for n in nodes if n.get("state") == "ALIVE"}
+    alive = alive_by_ip(nodes)
     findings = []
     for host in state["inventory"]:
         info = state["hosts"].get(host)
