@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -70,6 +72,22 @@ def wait_for_cluster(state: dict[str, Any], ips: set[str], gone: set[str] = froz
                 f"after {timeout:.0f} s Ray has alive: {sorted(alive.values())}, want one node on each of "
                 f"{sorted(ips)}" + (f"; still the old node on {stale}" if stale else "")
             )
+        time.sleep(0.5)
+
+
+def wait_for_members(state: dict[str, Any], want: dict[str, int], timeout: float) -> tuple[bool, list[str]]:
+    """Poll Ray, with a deadline, until its alive nodes are exactly `want` (node IP -> CPUs);
+    returns whether they were, and the alive nodes last seen as "IP=CPUS"."""
+    wanted = sorted(f"{ip}={cpus}" for ip, cpus in want.items())
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = sorted(
+            f"{n['node_ip']}={int(n.get('resources_total', {}).get('CPU', 0))}"
+            for n in ray_nodes(state)
+            if n.get("state") == "ALIVE"
+        )
+        if alive == wanted or time.monotonic() > deadline:
+            return alive == wanted, alive
         time.sleep(0.5)
 
 
@@ -141,3 +159,24 @@ def _duration(seconds: int) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m raykit.cluster wait ...`: deploy's join check (roles/ray/tasks/join.yml)."""
+    parser = argparse.ArgumentParser(description="Wait until exactly these nodes are alive in Ray.")
+    parser.add_argument("command", choices=["wait"])
+    parser.add_argument("--dashboard-url", required=True)
+    parser.add_argument("--token-file", required=True, help="the cluster token (read, never shown)")
+    parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("nodes", nargs="+", metavar="IP=CPUS")
+    args = parser.parse_args(argv)
+    want = {ip: int(cpus) for ip, cpus in (node.split("=", 1) for node in args.nodes)}
+    joined, alive = wait_for_members({"dashboard_url": args.dashboard_url, "token_file": args.token_file},
+                                     want, args.timeout)  # fmt: skip
+    missing = [node for node in sorted(f"{ip}={cpus}" for ip, cpus in want.items()) if node not in alive]
+    print(json.dumps({"alive": alive, "missing": missing}))
+    return 0 if joined else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -514,6 +514,12 @@ def configure_host(settings: LabSettings, host: Host, hosts: tuple[Host, ...]) -
     dropin = root / "etc/systemd/system/systemd-user-sessions.service.d"
     dropin.mkdir(parents=True, exist_ok=True)
     (dropin / "10-raykit-lab.conf").write_text("[Service]\nRestart=on-failure\nRestartSec=1\n")
+    # Lingering keeps the admin user's systemd manager running: stopping it after the last
+    # SSH session can hang here (its cgroup cannot be emptied), and every login waits for
+    # that stop, for up to 2 minutes, longer than Ansible waits for sudo.
+    linger = root / "var/lib/systemd/linger"
+    linger.mkdir(parents=True, exist_ok=True)
+    (linger / settings.admin_user).touch()
     netdir = root / "etc/systemd/network"
     netdir.mkdir(parents=True, exist_ok=True)
     (netdir / "10-host0.network").write_text(network_unit(host.address, settings.network.prefixlen))

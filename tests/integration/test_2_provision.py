@@ -161,6 +161,18 @@ def test_second_provision_changes_nothing(hosts) -> None:
     assert {name: c["changed"] for name, c in counts.items()} == {name: 0 for name in counts}
 
 
+def test_provision_repairs_hand_made_changes_outside_the_packages(hosts) -> None:
+    # A no-op provision skips what preflight's probe found unchanged: the probe must see these.
+    victim = hosts[sorted(hosts)[2]]
+    victim.ssh("sudo chmod 0700 /opt/ray/venvs && sudo ln -sfn /tmp /opt/ray/current && sudo usermod -s /bin/bash ray")
+    result = provision()
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert recap(result.stdout)[victim.name]["changed"] > 0
+    assert victim.ssh("stat -c %a /opt/ray/venvs").stdout.strip() == "755"
+    assert victim.ssh("readlink /opt/ray/current").stdout.strip() == ENV
+    assert victim.ssh("getent passwd ray").stdout.strip().split(":")[6] == "/usr/sbin/nologin"
+
+
 def test_environment_belongs_to_an_unprivileged_ray_user(hosts) -> None:
     for host in hosts.values():
         assert host.ssh(f"find {ENV} ! -user ray | head -3").stdout == "", host.name

@@ -179,6 +179,23 @@ def test_second_deploy_changes_and_restarts_nothing(cluster) -> None:
     assert main_pids(cluster) == before
 
 
+def test_deploy_repairs_hand_made_changes_on_a_node(cluster) -> None:
+    # A no-op deploy skips what preflight's probe found unchanged: the probe must see these.
+    edited, loosened = sorted(cluster)[1], sorted(cluster)[2]
+    before = main_pids(cluster)
+    cluster[edited].ssh("echo RAY_hand_made=1 | sudo tee -a /etc/ray/ray.env >/dev/null")
+    cluster[loosened].ssh("sudo chmod 0444 /etc/ray/auth_token && sudo systemctl disable --quiet ray")
+    counts = recap(deploy_ok())
+    assert counts[edited]["changed"] > 0 and counts[loosened]["changed"] > 0, counts
+    assert cluster[edited].ssh("sudo grep -c RAY_hand_made /etc/ray/ray.env", check=False).stdout.strip() == "0"
+    assert cluster[loosened].ssh("sudo stat -c %a /etc/ray/auth_token").stdout.strip() == "440"
+    assert cluster[loosened].ssh("systemctl is-enabled ray").stdout.strip() == "enabled"
+    after = main_pids(cluster)
+    assert after[HEAD] == before[HEAD]  # a worker's settings never restart the head
+    assert after[edited] != before[edited] and after[loosened] != before[loosened]  # they run the repaired files
+    assert ray_alive_nodes(cluster[HEAD]) == expected_nodes(cluster)
+
+
 def with_labels(hosts: list[str], labels: dict[str, str]):
     def edit(inv: dict) -> None:
         for group in inv["children"].values():

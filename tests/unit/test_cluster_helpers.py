@@ -120,10 +120,51 @@ def test_ssh_argv_reaches_a_host_as_ansible_does() -> None:
     assert cluster.ssh_argv({}, "plainhost", [])[-1] == "plainhost"
 
 
-def test_host_report_compares_installed_packages_with_the_lock() -> None:
+def host_probe() -> dict:
+    """roles/ray/files/raykit_report.py's functions (the file is passed to python -c, not imported)."""
     source = Path(__file__).parents[2] / "roles/ray/files/raykit_report.py"
     namespace: dict = {"__name__": "raykit_report"}
-    exec(compile(source.read_text(), str(source), "exec"), namespace)  # the file is passed to python -c
-    pins = namespace["locked_versions"](LOCK + "Ray_Thing==1.0 ; python_version >= '3'\n")
+    exec(compile(source.read_text(), str(source), "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+def test_host_report_compares_installed_packages_with_the_lock() -> None:
+    pins = host_probe()["locked_versions"](LOCK + "Ray_Thing==1.0 ; python_version >= '3'\n")
     assert pins == {"numpy": "2.4.6", "uv": "0.13.9", "ray-thing": "1.0"}
     assert json.dumps(pins)
+
+
+def test_host_probe_reports_paths_as_the_file_template_and_link_tasks_set_them(tmp_path: Path) -> None:
+    import grp
+    import hashlib
+    import pwd
+
+    path_state = host_probe()["path_state"]
+    settings = tmp_path / "ray.env"
+    settings.write_text("A=1\n")
+    settings.chmod(0o640)
+    (tmp_path / "current").symlink_to("/opt/ray/venvs/x")
+    me = (pwd.getpwuid(settings.stat().st_uid).pw_name, grp.getgrgid(settings.stat().st_gid).gr_name)
+    assert path_state(str(settings)) == {
+        "type": "file", "owner": me[0], "group": me[1], "mode": "0640",
+        "sha1": hashlib.sha1(b"A=1\n").hexdigest(),  # what Ansible's checksum of the rendered content is
+    }  # fmt: skip
+    assert path_state(str(tmp_path / "current")) == {"type": "link", "target": "/opt/ray/venvs/x"}
+    assert path_state(str(tmp_path))["type"] == "directory"
+    assert path_state(str(tmp_path / "missing")) == {"type": "absent"}
+
+
+def test_join_check_names_missing_nodes_and_those_with_other_cpus(monkeypatch, capsys) -> None:
+    nodes = [
+        {"node_ip": "10.0.0.1", "state": "ALIVE", "resources_total": {"CPU": 2.0}},
+        {"node_ip": "10.0.0.2", "state": "DEAD", "resources_total": {"CPU": 2.0}},
+        {"node_ip": "10.0.0.3", "state": "ALIVE", "resources_total": {"CPU": 4.0}},
+    ]
+    monkeypatch.setattr(cluster, "ray_nodes", lambda state: nodes)
+    common = ["wait", "--dashboard-url", "http://head:8265", "--token-file", "/t", "--timeout", "0"]
+    assert cluster.main([*common, "10.0.0.1=2", "10.0.0.2=2", "10.0.0.3=2"]) == 1
+    assert json.loads(capsys.readouterr().out) == {
+        "alive": ["10.0.0.1=2", "10.0.0.3=4"], "missing": ["10.0.0.2=2", "10.0.0.3=2"],
+    }  # fmt: skip
+    assert cluster.main([*common, "10.0.0.3=4", "10.0.0.1=2"]) == 0
+    assert json.loads(capsys.readouterr().out)["missing"] == []

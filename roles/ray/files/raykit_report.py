@@ -1,7 +1,9 @@
 """What a host has, as JSON for the ray role; read-only, standard library only.
 
 Passed to an interpreter with -c, so nothing is installed for it:
-  probe PREFIX ENV      with the system python: its version, venv support, what provision left
+  probe SPEC            with the system python: its version, venv support, and the state of
+                        everything provision and deploy manage (SPEC, JSON: paths, user, unit),
+                        so unchanged hosts skip those tasks
   report < LOCK         with the environment's python: Python, Ray, a digest of every installed
                         file, and how the packages differ from the lock on standard input
   service UNIT FILE...  the unit's state, restarts and uptime, and whether it runs with
@@ -10,8 +12,8 @@ Passed to an interpreter with -c, so nothing is installed for it:
                         ports in SPEC (JSON) answer, and the unit's last journal lines
 """
 
+import grp
 import hashlib
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -19,6 +21,7 @@ import platform
 import pwd
 import re
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -28,8 +31,8 @@ def normalize(name):
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def probe(prefix, env):
-    wheelhouse = os.path.join(prefix, "wheelhouse")
+def probe(spec):
+    wheelhouse = os.path.join(spec["prefix"], "wheelhouse")
     complete = []
     if os.path.isdir(wheelhouse):
         complete = sorted(d for d in os.listdir(wheelhouse) if os.path.exists(os.path.join(wheelhouse, d, ".complete")))
@@ -37,10 +40,51 @@ def probe(prefix, env):
         "python": platform.python_version(),
         # Debian ships ensurepip in python3-venv: without it, `python3 -m venv` fails.
         "venv": importlib.util.find_spec("ensurepip") is not None,
-        "env": os.path.exists(os.path.join(env, "bin", "python")),
+        "env": os.path.exists(os.path.join(spec["env"], "bin", "python")),
         "wheelhouses": complete,
         "shm_bytes": shm_bytes(),
+        "paths": {path: path_state(path) for path in spec["paths"]},
+        "user": user_state(spec["user"]),
+        "service": service(spec["unit"], spec["settings"]),
     }
+
+
+def path_state(path):
+    # What the file, template and link tasks set: type, owner, group, mode, content or target.
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return {"type": "absent"}
+    kind = "link" if stat.S_ISLNK(st.st_mode) else "directory" if stat.S_ISDIR(st.st_mode) else "file"
+    state = {"type": kind}
+    if kind == "link":
+        state["target"] = os.readlink(path)
+        return state
+    state.update(owner=name_of(pwd.getpwuid, st.st_uid), group=name_of(grp.getgrgid, st.st_gid),
+                 mode=f"{stat.S_IMODE(st.st_mode):04o}")
+    if kind == "file":
+        with open(path, "rb") as fh:
+            state["sha1"] = hashlib.sha1(fh.read()).hexdigest()  # what Ansible's checksum is
+    return state
+
+
+def name_of(lookup, number):
+    try:
+        return lookup(number)[0]
+    except KeyError:
+        return str(number)
+
+
+def user_state(name):
+    # What the user task sets: shell, home (made) and a locked password.
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    with open("/etc/shadow") as fh:
+        password = next((ln.split(":")[1] for ln in fh if ln.split(":")[0] == name), None)
+    return {"shell": entry.pw_shell, "home": entry.pw_dir, "home_exists": os.path.isdir(entry.pw_dir),
+            "password": password}
 
 
 def shm_bytes():
@@ -59,6 +103,8 @@ def locked_versions(lock_text):
 
 
 def report(lock_text):
+    import importlib.metadata  # here: slow to import, and only this mode needs it
+
     wanted = locked_versions(lock_text)
     installed = {}
     digest = hashlib.sha256()
@@ -131,7 +177,7 @@ def check(spec):
 
 if __name__ == "__main__":
     if sys.argv[1] == "probe":
-        print(json.dumps(probe(sys.argv[2], sys.argv[3])))
+        print(json.dumps(probe(json.loads(sys.argv[2]))))
     elif sys.argv[1] == "service":
         print(json.dumps(service(sys.argv[2], sys.argv[3:])))
     elif sys.argv[1] == "check":
