@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import shlex
 import sys
@@ -89,6 +90,22 @@ def wait_for_members(state: dict[str, Any], want: dict[str, int], timeout: float
         if alive == wanted or time.monotonic() > deadline:
             return alive == wanted, alive
         time.sleep(0.5)
+
+
+# On the head: when its unit started, and the GCS's registrations of nodes (both its clock).
+RAY_START_PROBE = (
+    "systemctl show ray --property=ExecMainStartTimestamp --value --timestamp=us+utc;"
+    " grep 'Registering new node' {temp_dir}/session_latest/logs/gcs_server.out"
+)
+
+
+def ray_start_seconds(probe_output: str) -> float:
+    """Seconds from the head's unit start to the last node registering with its GCS: Ray's
+    own part of a deploy, read from RAY_START_PROBE's output."""
+    first, *registrations = probe_output.strip().splitlines()
+    started = datetime.datetime.strptime(first.split(" ", 1)[1], "%Y-%m-%d %H:%M:%S.%f UTC")
+    last = max(datetime.datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f") for line in registrations)
+    return (last - started).total_seconds()
 
 
 def status_rows(state: dict[str, Any], nodes: list[dict[str, Any]]) -> list[dict[str, str]]:

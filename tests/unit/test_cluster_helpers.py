@@ -168,3 +168,13 @@ def test_join_check_names_missing_nodes_and_those_with_other_cpus(monkeypatch, c
     }  # fmt: skip
     assert cluster.main([*common, "10.0.0.3=4", "10.0.0.1=2"]) == 0
     assert json.loads(capsys.readouterr().out)["missing"] == []
+
+
+def test_ray_start_seconds_runs_from_the_head_unit_start_to_the_last_registration() -> None:
+    out = (
+        "Thu 2026-11-26 00:50:43.977194 UTC\n"
+        "[2026-11-26 00:51:00,488 I 870 885] (gcs_server) gcs_node_manager.cc:111: Registering new node. node_id=a\n"
+        "[2026-11-26 00:51:06,485 I 870 885] (gcs_server) gcs_node_manager.cc:111: Registering new node. node_id=c\n"
+        "[2026-11-26 00:51:05,567 I 870 885] (gcs_server) gcs_node_manager.cc:111: Registering new node. node_id=b\n"
+    )
+    assert cluster.ray_start_seconds(out) == pytest.approx(22.507806)
