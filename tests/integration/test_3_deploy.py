@@ -274,3 +274,5 @@ def test_reset_leaves_hosts_as_provision_found_them(cluster) -> None:
     assert not TOKEN_FILE.exists()
     assert not TOKEN_FILE.with_suffix(".redis").exists()
     assert INVENTORY.exists()
+    again = invoke("reset", "--yes")  # on clean hosts: succeeds, changes nothing
+    assert all(c["changed"] == 0 for n, c in recap(again.stdout).items() if n in cluster), again.stdout[-3000:]
