@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,13 @@ def ray_api(state: dict[str, Any], path: str, method: str = "GET", timeout: floa
         raise ClusterError(f"the dashboard at {state['dashboard_url']} did not answer: {exc}") from None
 
 
+NODES_PATH = "/api/v0/nodes?limit=10000&detail=true"
+
+
 def ray_nodes(state: dict[str, Any]) -> list[dict[str, Any]]:
     """Ray's nodes (State API), alive or dead; empty when the head is down."""
     try:
-        return ray_api(state, "/api/v0/nodes?limit=10000&detail=true")["data"]["result"]["result"]
+        return ray_api(state, NODES_PATH)["data"]["result"]["result"]
     except ClusterError:
         return []
 
@@ -76,19 +80,22 @@ def wait_for_cluster(state: dict[str, Any], ips: set[str], gone: set[str] = froz
         time.sleep(0.5)
 
 
-def wait_for_members(state: dict[str, Any], want: dict[str, int], timeout: float) -> tuple[bool, list[str]]:
-    """Poll Ray, with a deadline, until its alive nodes are exactly `want` (node IP -> CPUs);
-    returns whether they were, and the alive nodes last seen as "IP=CPUS"."""
-    wanted = sorted(f"{ip}={cpus}" for ip, cpus in want.items())
+def wait_for_members(state: dict[str, Any], want: list[str], timeout: float) -> tuple[bool, list[str], str]:
+    """Poll Ray, with a deadline, until its alive nodes, as "IP=CPUS", are exactly `want`;
+    returns whether they were, the alive nodes last seen, and the last error reaching Ray."""
     deadline = time.monotonic() + timeout
     while True:
+        error = ""
+        try:
+            left = max(1.0, min(5.0, deadline - time.monotonic()))
+            nodes = ray_api(state, NODES_PATH, timeout=left)["data"]["result"]["result"]
+        except ClusterError as exc:
+            nodes, error = [], str(exc)
         alive = sorted(
-            f"{n['node_ip']}={int(n.get('resources_total', {}).get('CPU', 0))}"
-            for n in ray_nodes(state)
-            if n.get("state") == "ALIVE"
+            f"{n['node_ip']}={int(n.get('resources_total', {}).get('CPU', 0))}" for n in nodes if n.get("state") == "ALIVE"
         )
-        if alive == wanted or time.monotonic() > deadline:
-            return alive == wanted, alive
+        if alive == sorted(want) or time.monotonic() > deadline:
+            return alive == sorted(want), alive, error
         time.sleep(0.5)
 
 
@@ -187,11 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("nodes", nargs="+", metavar="IP=CPUS")
     args = parser.parse_args(argv)
-    want = {ip: int(cpus) for ip, cpus in (node.split("=", 1) for node in args.nodes)}
-    joined, alive = wait_for_members({"dashboard_url": args.dashboard_url, "token_file": args.token_file},
-                                     want, args.timeout)  # fmt: skip
-    missing = [node for node in sorted(f"{ip}={cpus}" for ip, cpus in want.items()) if node not in alive]
-    print(json.dumps({"alive": alive, "missing": missing}))
+    state = {"dashboard_url": args.dashboard_url, "token_file": args.token_file}
+    joined, alive, error = wait_for_members(state, args.nodes, args.timeout)
+    missing = sorted((Counter(args.nodes) - Counter(alive)).elements())
+    print(json.dumps({"alive": alive, "missing": missing, "error": error}))
     return 0 if joined else 1
 
 

@@ -76,7 +76,8 @@ def name_of(lookup, number):
 
 
 def user_state(name):
-    # What the user task sets: shell, home (made) and a locked password.
+    # What the user task sets: shell, home (made) and a locked password ("!"; the hash itself
+    # is never reported).
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
@@ -84,7 +85,7 @@ def user_state(name):
     with open("/etc/shadow") as fh:
         password = next((ln.split(":")[1] for ln in fh if ln.split(":")[0] == name), None)
     return {"shell": entry.pw_shell, "home": entry.pw_dir, "home_exists": os.path.isdir(entry.pw_dir),
-            "password": password}
+            "locked": password == "!"}
 
 
 def shm_bytes():
