@@ -174,9 +174,12 @@ def test_status_shows_every_node_alive(cluster) -> None:
 
 def test_second_deploy_changes_and_restarts_nothing(cluster) -> None:
     before = main_pids(cluster)
-    counts = recap(deploy_ok())
+    out = deploy_ok()
+    counts = recap(out)
     assert {n: c["changed"] for n, c in counts.items() if n in cluster} == {n: 0 for n in cluster}
     assert main_pids(cluster) == before
+    # The probe found every node as deploy makes it: straight to the join check, no file task run.
+    assert "TASK [ray : Write the unit]" not in out and "TASK [ray : Install the cluster token" not in out, out[-3000:]
 
 
 def test_deploy_repairs_hand_made_changes_on_a_node(cluster) -> None:
