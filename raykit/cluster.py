@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,26 +64,12 @@ def alive_nodes(state: dict[str, Any]) -> dict[str, str]:
     return {n["node_id"]: n["node_ip"] for n in ray_nodes(state) if n.get("state") == "ALIVE"}
 
 
-def wait_for_cluster(state: dict[str, Any], ips: set[str], gone: set[str] = frozenset(), timeout: float = 120) -> float:
-    """Seconds until Ray has exactly one alive node per IP in `ips` and none of the node ids
-    in `gone` (nodes that were lost and must come back as new ones); polled with a deadline."""
-    start = time.monotonic()
-    while True:
-        alive = alive_nodes(state)
-        if sorted(alive.values()) == sorted(ips) and not gone & alive.keys():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            stale = sorted(alive[i] for i in gone & alive.keys())
-            raise ClusterError(
-                f"after {timeout:.0f} s Ray has alive: {sorted(alive.values())}, want one node on each of "
-                f"{sorted(ips)}" + (f"; still the old node on {stale}" if stale else "")
-            )
-        time.sleep(0.5)
-
-
-def wait_for_members(state: dict[str, Any], want: list[str], timeout: float) -> tuple[bool, list[str], str]:
-    """Poll Ray, with a deadline, until its alive nodes, as "IP=CPUS", are exactly `want`;
-    returns whether they were, the alive nodes last seen, and the last error reaching Ray."""
+def poll_alive(
+    state: dict[str, Any], done: Callable[[list[dict[str, Any]]], bool], timeout: float
+) -> tuple[bool, list[dict[str, Any]], str]:
+    """Poll Ray's alive nodes every 0.5 s, with a deadline (each request bounded by it too),
+    until `done(alive)`; returns whether it was, the alive nodes last seen, and the last
+    error reaching Ray."""
     deadline = time.monotonic() + timeout
     while True:
         error = ""
@@ -91,12 +78,33 @@ def wait_for_members(state: dict[str, Any], want: list[str], timeout: float) -> 
             nodes = ray_api(state, NODES_PATH, timeout=left)["data"]["result"]["result"]
         except ClusterError as exc:
             nodes, error = [], str(exc)
-        alive = sorted(
-            f"{n['node_ip']}={int(n.get('resources_total', {}).get('CPU', 0))}" for n in nodes if n.get("state") == "ALIVE"
-        )
-        if alive == sorted(want) or time.monotonic() > deadline:
-            return alive == sorted(want), alive, error
+        alive = [n for n in nodes if n.get("state") == "ALIVE"]
+        if done(alive) or time.monotonic() > deadline:
+            return done(alive), alive, error
         time.sleep(0.5)
+
+
+def wait_for_cluster(state: dict[str, Any], ips: set[str], gone: set[str] = frozenset(), timeout: float = 120) -> float:
+    """Seconds until Ray has exactly one alive node per IP in `ips` and none of the node ids
+    in `gone` (nodes that were lost and must come back as new ones)."""
+    start = time.monotonic()
+
+    def whole(alive: list[dict[str, Any]]) -> bool:
+        return sorted(n["node_ip"] for n in alive) == sorted(ips) and not gone & {n["node_id"] for n in alive}
+
+    ok, alive, error = poll_alive(state, whole, timeout)
+    if not ok:
+        stale = sorted(n["node_ip"] for n in alive if n["node_id"] in gone)
+        raise ClusterError(
+            f"after {timeout:.0f} s Ray has alive: {sorted(n['node_ip'] for n in alive)}, want one node on each of "
+            f"{sorted(ips)}" + (f"; still the old node on {stale}" if stale else "") + (f" ({error})" if error else "")
+        )
+    return time.monotonic() - start
+
+
+def members(alive: list[dict[str, Any]]) -> list[str]:
+    """Alive nodes as deploy's join check names them: "IP=CPUS", sorted."""
+    return sorted(f"{n['node_ip']}={int(n.get('resources_total', {}).get('CPU', 0))}" for n in alive)
 
 
 # On the head: when its unit started, and the GCS's registrations of nodes (both its clock).
@@ -195,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("nodes", nargs="+", metavar="IP=CPUS")
     args = parser.parse_args(argv)
     state = {"dashboard_url": args.dashboard_url, "token_file": args.token_file}
-    joined, alive, error = wait_for_members(state, args.nodes, args.timeout)
-    missing = sorted((Counter(args.nodes) - Counter(alive)).elements())
-    print(json.dumps({"alive": alive, "missing": missing, "error": error}))
+    joined, alive, error = poll_alive(state, lambda nodes: members(nodes) == sorted(args.nodes), args.timeout)
+    missing = sorted((Counter(args.nodes) - Counter(members(alive))).elements())
+    print(json.dumps({"alive": members(alive), "missing": missing, "error": error}))
     return 0 if joined else 1
 
 
