@@ -69,3 +69,12 @@ def test_refuses_content_that_is_not_what_the_paths_say(tmp_path: Path) -> None:
     result = run(tmp_path, paths, {token: "something else\n"})
     assert result["failed"] and "does not match its sha1" in result["msg"]
     assert not Path(token).exists()
+
+
+def test_makes_missing_parent_folders_and_says_why_it_cannot_make_a_path(tmp_path: Path) -> None:
+    nested = str(tmp_path / "opt/ray")
+    result = run(tmp_path, {nested: {"type": "directory", "owner": OWNER, "group": GROUP, "mode": "0755"}}, {})
+    assert result["changed_paths"] == [nested] and Path(nested).is_dir()
+    bad = {str(tmp_path / "x"): {"type": "directory", "owner": "no-such-user-here", "group": GROUP, "mode": "0755"}}
+    result = run(tmp_path, bad, {})
+    assert result["failed"] and "no-such-user-here" in result["msg"]
