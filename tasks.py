@@ -514,7 +514,8 @@ def bench_lab(c, cold=False):
 
 @task(help={"inventory": INVENTORY_HELP})
 def bench_cluster(c, inventory=None):
-    """Measure provision and deploy from clean hosts (reset first; wheelhouse cached), and no-op reruns."""
+    """Measure provision and deploy from clean hosts (reset first; wheelhouse cached), no-op reruns,
+    and a deploy that starts stopped nodes again."""
     figures = []
 
     def timed(name: str, action) -> None:
@@ -533,6 +534,8 @@ def bench_cluster(c, inventory=None):
     figures.append({"step": "  of which Ray: head's unit start -> every node registered",
                     "seconds": f"{cluster.ray_start_seconds(found.stdout):.1f}"})  # fmt: skip
     timed("deploy (no-op)", lambda: deploy(c, inventory=inventory))
+    stop(c, inventory=inventory)
+    timed("deploy of stopped nodes (Ray's bytecode compiled by its first start)", lambda: deploy(c, inventory=inventory))
     tars = sorted(Path("~/.cache/raykit/wheelhouse").expanduser().glob("*/wheelhouse.tar"))
     print_table(figures)
     for tar in tars:
