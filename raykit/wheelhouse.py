@@ -120,6 +120,7 @@ def build(lock: Path, dest: Path, arch: str, python_version: str, index_only: bo
     for old in dest.parent.glob(f"{arch}-*"):
         if old != dest:
             shutil.rmtree(old, ignore_errors=True)
+            dest.parent.joinpath(f".{old.name}.lock").unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

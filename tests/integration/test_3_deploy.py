@@ -281,3 +281,5 @@ def test_reset_leaves_hosts_as_provision_found_them(cluster) -> None:
     assert INVENTORY.exists()
     again = invoke("reset", "--yes")  # on clean hosts: succeeds, changes nothing
     assert all(c["changed"] == 0 for n, c in recap(again.stdout).items() if n in cluster), again.stdout[-3000:]
+    # Starting Ray where it is not deployed names the host and what to run.
+    assert_refused(invoke("start", check=False), f"{HEAD}: Ray is not deployed here", "run `invoke deploy`")
