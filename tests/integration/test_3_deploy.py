@@ -156,7 +156,7 @@ def test_a_job_entrypoint_finds_python_on_the_path(cluster) -> None:
         "print(c.get_job_status(j).value); print(c.get_job_logs(j))"
     )
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(TOKEN_FILE)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180, check=False)
     assert "SUCCEEDED" in out.stdout, out.stdout + out.stderr
     assert "/opt/ray/venvs/ray-2.60.0-py3.11.2/bin/python 2.60.0" in out.stdout
 
@@ -236,6 +236,21 @@ def test_stop_leaves_no_ray_process_and_start_brings_every_node_back(cluster) ->
     for host in cluster.values():
         assert host.ssh("systemctl is-active ray", check=False).stdout.strip() == "inactive"
         assert host.ssh("pgrep -u ray -c", check=False).stdout.strip() == "0", host.name
+    invoke("start")
+    assert ray_alive_nodes(cluster[HEAD]) == expected_nodes(cluster)
+
+
+def test_stop_with_a_powered_off_worker_still_stops_the_others(cluster) -> None:
+    worker = sorted(cluster)[2]
+    invoke("lab.poweroff", worker)
+    try:
+        result = invoke("stop", check=False)
+        assert result.returncode != 0 and f"fatal: [{worker}]: UNREACHABLE" in result.stdout, result.stdout[-3000:]
+        for name, host in cluster.items():
+            if name != worker:
+                assert host.ssh("systemctl is-active ray", check=False).stdout.strip() == "inactive", name
+    finally:
+        invoke("lab.poweron", worker)
     invoke("start")
     assert ray_alive_nodes(cluster[HEAD]) == expected_nodes(cluster)
 
