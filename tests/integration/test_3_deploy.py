@@ -156,7 +156,8 @@ def test_a_job_entrypoint_finds_python_on_the_path(cluster) -> None:
         "print(c.get_job_status(j).value); print(c.get_job_logs(j))"
     )
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(TOKEN_FILE)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180, check=False)
+    cmd = [sys.executable, "-c", code]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, check=False)
     assert "SUCCEEDED" in out.stdout, out.stdout + out.stderr
     assert "/opt/ray/venvs/ray-2.60.0-py3.11.2/bin/python 2.60.0" in out.stdout
 
