@@ -1,13 +1,13 @@
 """The controller's wheelhouse: the locked wheels, downloaded once and packed for the hosts.
 
 Hosts have no registry access, so everything they install comes from here: one tar per
-lock holding the lock itself, the uv binary the hosts install with, and (unless the hosts
-use an index) every locked wheel, checked against the lock's hashes by pip on download.
-The tar is built reproducibly, so an unchanged lock never makes Ansible copy it again.
+lock holding the lock itself, the uv binary the hosts install with, (unless the hosts
+use an index) every locked wheel, checked against the lock's hashes by pip on download,
+and the bytecode of the modules a Ray node imports (raykit.bytecode).
 
 Run by playbooks/provision.yml on the controller:
     python -m raykit.wheelhouse --lock locks/cluster-x86_64.txt --cache ~/.cache/raykit/wheelhouse \
-        --name x86_64-LOCKDIGEST
+        --name x86_64-DIGEST
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import argparse
 import fcntl
 import io
 import json
+import platform
 import shutil
 import subprocess
 import sys
@@ -23,9 +24,11 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+from raykit import bytecode as node_bytecode
 from raykit.cluster_lock import read_header
 
 PIP_TIMEOUT_S = 600
+BYTECODE_TIMEOUT_S = 600
 
 
 def requirement_blocks(lock_text: str) -> dict[str, str]:
@@ -71,8 +74,22 @@ def uv_binary(wheels: Path) -> bytes:
         return zf.read(member)
 
 
-def pack(tar_path: Path, lock: Path, uv: bytes, wheels: list[Path]) -> None:
-    """A reproducible tar: fixed order, times and owners, so its checksum follows its content."""
+def bytecode(wheels: Path | None, arch: str, python_version: str, out: Path) -> None:
+    """The node's bytecode, compiled by the hosts' Python X.Y when this controller has it for
+    their architecture; otherwise (or without wheels) an empty archive, and each node
+    compiles its modules at Ray's first start."""
+    interpreter = shutil.which("python{}.{}".format(*python_version.split(".")[:2]))
+    if wheels is None or interpreter is None or platform.machine() != arch:
+        tarfile.open(out, "w:gz").close()
+        return
+    cmd = [interpreter, "-I", "-S", "-B", node_bytecode.__file__, "--wheels", str(wheels), "--out", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=BYTECODE_TIMEOUT_S, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"error: compiling the node's bytecode with {interpreter} failed: {result.stderr.strip()[-500:]}")
+
+
+def pack(tar_path: Path, lock: Path, uv: bytes, wheels: list[Path], node_pycs: Path) -> None:
+    """A tar in a fixed order, with fixed times and owners."""
 
     def add(tf: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
         info = tarfile.TarInfo(name)
@@ -86,6 +103,7 @@ def pack(tar_path: Path, lock: Path, uv: bytes, wheels: list[Path]) -> None:
         add(tf, f"{top}/uv", uv, 0o755)
         for wheel in sorted(wheels):
             add(tf, f"{top}/wheels/{wheel.name}", wheel.read_bytes(), 0o644)
+        add(tf, f"{top}/bytecode.tar.gz", node_pycs.read_bytes(), 0o644)
         # Last, so its presence on a host means the whole tar was unpacked.
         add(tf, f"{top}/.complete", b"", 0o644)
     tmp.replace(tar_path)
@@ -116,7 +134,8 @@ def build(lock: Path, dest: Path, arch: str, python_version: str, index_only: bo
         shutil.copyfile(lock, requirements)
     download(requirements, arch, python_version, wheels)
     shipped = [] if index_only else list(wheels.glob("*.whl"))
-    pack(dest / "wheelhouse.tar", lock, uv_binary(wheels), shipped)
+    bytecode(None if index_only else wheels, arch, python_version, dest / "bytecode.tar.gz")
+    pack(dest / "wheelhouse.tar", lock, uv_binary(wheels), shipped, dest / "bytecode.tar.gz")
     for old in dest.parent.glob(f"{arch}-*"):
         if old != dest:
             shutil.rmtree(old, ignore_errors=True)

@@ -215,3 +215,27 @@ def test_hand_made_drift_is_flagged_and_repaired(hosts, tmp_path: Path) -> None:
     states = {name: direct_state(h) for name, h in hosts.items()}
     assert len(set(states.values())) == 1, states
     assert invoke("versions", check=False).returncode == 0
+
+
+# Every module of ENV that Ray's CLI and its dashboard import, whose pyc Python would not use as
+# it is (missing, or not a checked-hash pyc of this very source); -B: the check writes none.
+UNCOMPILED = (
+    "sudo -u ray /opt/ray/current/bin/python -B -c '"
+    "import importlib.util as u, sys, ray.scripts.scripts, ray.dashboard.dashboard\n"
+    "for m in list(sys.modules.values()):\n"
+    "    f = getattr(m, \"__file__\", None) or \"\"\n"
+    "    if f.startswith(sys.prefix) and f.endswith(\".py\"):\n"
+    "        try: pyc = open(u.cache_from_source(f), \"rb\").read(16)\n"
+    "        except OSError: pyc = b\"\"\n"
+    "        if pyc[4:8] != (3).to_bytes(4, \"little\") or pyc[8:] != u.source_hash(open(f, \"rb\").read()):\n"
+    "            print(f)'"
+)
+
+
+def test_nodes_find_their_modules_compiled_even_after_a_repair(hosts) -> None:
+    # Runs after the drift repair above, which reinstalled Ray on one host.
+    for host in hosts.values():
+        found = host.ssh(f"cd /tmp && {UNCOMPILED}")
+        assert found.returncode == 0, found.stderr
+        assert found.stdout.split() == [], (host.name, found.stdout.split()[:5])
+        assert host.ssh(f"find {ENV} -name '*.pyc' ! -user ray | head -3").stdout == "", host.name

@@ -1,0 +1,45 @@
+"""raykit.bytecode: which modules a process imports, and their checked-hash pycs."""
+
+from __future__ import annotations
+
+import importlib.util
+import tarfile
+from pathlib import Path
+
+from raykit import bytecode, wheelhouse
+
+
+def fake_site(root: Path) -> Path:
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg/__init__.py").write_text("from pkg import used\n")
+    (root / "pkg/used.py").write_text("VALUE = 1\n")
+    (root / "pkg/unused.py").write_text("VALUE = 2\n")
+    (root / "other.py").write_text("import pkg\n")
+    return root
+
+
+def test_discover_lists_what_each_process_imports_from_the_site(tmp_path: Path) -> None:
+    site = fake_site(tmp_path / "site")
+    found = bytecode.discover(site, {"one": ["pkg"], "two": ["other"]})
+    assert found == ["other.py", "pkg/__init__.py", "pkg/used.py"]
+
+
+def test_pack_lays_checked_hash_pycs_out_like_the_environment(tmp_path: Path) -> None:
+    site = fake_site(tmp_path / "site")
+    out = tmp_path / "bytecode.tar.gz"
+    bytecode.pack(site, ["pkg/__init__.py", "pkg/used.py"], out)
+    with tarfile.open(out) as tf:
+        members = {m.name: tf.extractfile(m).read() for m in tf.getmembers()}
+    tag = importlib.util.cache_from_source("used.py").split(".")[1]  # e.g. cpython-311
+    name = next(iter(members)).split("/")[1]  # pythonX.Y
+    assert set(members) == {f"lib/{name}/site-packages/pkg/__pycache__/{m}.{tag}.pyc" for m in ("__init__", "used")}
+    used = members[f"lib/{name}/site-packages/pkg/__pycache__/used.{tag}.pyc"]
+    assert used[4:8] == (3).to_bytes(4, "little")  # PEP 552: hash-based, checked
+    assert used[8:16] == importlib.util.source_hash(b"VALUE = 1\n")
+
+
+def test_without_the_hosts_python_the_wheelhouse_gets_an_empty_bytecode_archive(tmp_path: Path) -> None:
+    out = tmp_path / "bytecode.tar.gz"
+    wheelhouse.bytecode(tmp_path, "x86_64", "1.0.0", out)  # no python1.0 to compile with
+    with tarfile.open(out) as tf:
+        assert tf.getmembers() == []
