@@ -535,7 +535,7 @@ def bench_cluster(c, inventory=None):
                     "seconds": f"{cluster.ray_start_seconds(found.stdout):.1f}"})  # fmt: skip
     timed("deploy (no-op)", lambda: deploy(c, inventory=inventory))
     stop(c, inventory=inventory)
-    timed("deploy of stopped nodes (Ray's bytecode compiled by its first start)", lambda: deploy(c, inventory=inventory))
+    timed("deploy of stopped nodes (Ray's second start)", lambda: deploy(c, inventory=inventory))
     tars = sorted(Path("~/.cache/raykit/wheelhouse").expanduser().glob("*/wheelhouse.tar"))
     print_table(figures)
     for tar in tars:
