@@ -2,13 +2,14 @@
 
 Python compiles each module the first time it is imported: Ray's first start on freshly
 provisioned hosts compiled about 1,300 modules per node, on the start's critical path.
-This compiles exactly those once, for the wheelhouse, and provision unpacks them into
-each host's environment. The pycs are checked-hash (PEP 552): Python uses one only while
-its source has the same hash, so they can never stand for other code.
+This compiles those once, for the wheelhouse, and provision unpacks them into each host's
+environment. The pycs are checked-hash (PEP 552): Python uses one only while its source
+has the same hash, so they can never stand for other code.
 
-Which modules: each Ray process's entry modules are imported, one process per entry as
-Ray runs them (the runtime-env agent puts its own copies of aiohttp first on sys.path),
-and every module they pulled in from the wheels is kept.
+Which modules: for each process a Ray node starts, a fresh interpreter imports that
+process's entry modules from the unpacked wheels (the runtime-env agent puts its own
+aiohttp first on sys.path, so processes are not mixed), and every module they pulled in
+from the wheels is kept. Modules a process imports later, on demand, compile on the node.
 
 Standard library only: wheelhouse.py runs it with the hosts' Python X.Y, isolated:
     python3.11 -I -S -B raykit/bytecode.py --wheels DIR --out bytecode.tar.gz
@@ -25,11 +26,12 @@ import io
 import json
 import os
 import py_compile
+import site
 import subprocess
 import sys
-import sysconfig
 import tarfile
 import tempfile
+import traceback
 import zipfile
 from pathlib import Path
 
@@ -49,71 +51,85 @@ RAY_PROCESSES: dict[str, list[str]] = {
     "client server": ["ray.util.client.server.server"],
     "worker": ["ray._private.workers.default_worker", "ray._private.workers.setup_worker"],
 }
+DISCOVER_TIMEOUT_S = 300
 
 
-def imported_files(site: str, entries: list[str]) -> list[str]:
-    """In this process (started with -S): import the entries from site, set up as a venv's
-    site-packages (.pth files included); the .py files (relative to site) now loaded from it."""
-    import site as site_module
-
-    site_module.addsitedir(site)
+def imported_files(site_dir: str, entries: list[str]) -> list[str]:
+    """In this process (started with -S): import the entries from site_dir, set up as a venv's
+    site-packages (.pth files included); the .py files (relative to it) now loaded from it.
+    An entry that fails to import (another Ray release may have moved it) is reported and
+    skipped: its modules then compile on the node, as they always did."""
+    site.addsitedir(site_dir)
     for entry in entries:
-        if entry.startswith("modules:"):
-            module, cls = entry.removeprefix("modules:").rsplit(".", 1)
-            dashboard_utils = importlib.import_module("ray.dashboard.utils")
-            dashboard_utils.get_all_modules(getattr(importlib.import_module(module), cls))
-        else:
-            importlib.import_module(entry)
-    prefix = site.rstrip("/") + "/"
+        try:
+            if entry.startswith("modules:"):
+                module, cls = entry.removeprefix("modules:").rsplit(".", 1)
+                dashboard_utils = importlib.import_module("ray.dashboard.utils")
+                dashboard_utils.get_all_modules(getattr(importlib.import_module(module), cls))
+            else:
+                importlib.import_module(entry)
+        except Exception:  # noqa: BLE001 - any failure only costs this entry's pycs
+            print(f"warning: skipping {entry}: {traceback.format_exc().splitlines()[-1]}", file=sys.stderr)
+    prefix = site_dir.rstrip("/") + "/"
     files = {m.__file__ for m in list(sys.modules.values()) if isinstance(getattr(m, "__file__", None), str)}
     return sorted(f.removeprefix(prefix) for f in files if f.startswith(prefix) and f.endswith(".py"))
 
 
-def discover(site: Path, processes: dict[str, list[str]]) -> list[str]:
-    """Every module file the processes import, each process imported in a fresh interpreter."""
+def discover(site_dir: Path, processes: dict[str, list[str]]) -> list[str]:
+    """Every module file the processes import, each process's entries in a fresh interpreter
+    run in an empty folder with a bare environment (the wheels' code runs on the controller)."""
 
     def run(entries: list[str]) -> list[str]:
-        cmd = [sys.executable, "-I", "-S", "-B", __file__, "--discover", str(site), *entries]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+        with tempfile.TemporaryDirectory() as home:
+            cmd = [sys.executable, "-I", "-S", "-B", __file__, "--discover", str(site_dir), *entries]
+            result = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=DISCOVER_TIMEOUT_S, check=False, cwd=home,
+                env={"PATH": "/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8"},
+            )  # fmt: skip
         if result.returncode != 0:
-            raise SystemExit(f"error: importing {entries} failed: {result.stderr.strip().splitlines()[-1:]}")
-        return json.loads(result.stdout.splitlines()[-1])  # last: imported modules may print
+            raise SystemExit(f"error: importing {' '.join(entries)} failed: {result.stderr.strip()[-500:]}")
+        for line in result.stderr.splitlines():
+            if line.startswith("warning: "):
+                print(line, file=sys.stderr)
+        return json.loads(result.stdout.splitlines()[-1])  # the last line: imported modules may print
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         return sorted({f for files in pool.map(run, processes.values()) for f in files})
 
 
-def pack(site: Path, files: list[str], out: Path) -> None:
-    """Checked-hash pycs of files, in a tar.gz (fixed order and times) laid out like the environment."""
-    venv_site = Path(sysconfig.get_path("purelib", scheme="venv", vars={"base": "."}))  # lib/pythonX.Y/site-packages
-    buffer = io.BytesIO()
-    with tempfile.TemporaryDirectory() as tmp, tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tf:
+def pack(site_dir: Path, files: list[str], out: Path) -> None:
+    """Checked-hash pycs of files, in a tar.gz (fixed order and times) laid out like a venv."""
+    venv_site = Path(f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages")
+    tmp_out = out.with_suffix(".tmp")
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        open(tmp_out, "wb") as fh,
+        gzip.GzipFile(fileobj=fh, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w|", format=tarfile.GNU_FORMAT) as tf,
+    ):
         for rel in files:
             cache = importlib.util.cache_from_source(rel)
             pyc = py_compile.compile(
-                str(site / rel), cfile=os.path.join(tmp, cache), dfile=rel, doraise=True,
+                str(site_dir / rel), cfile=os.path.join(tmp, cache), dfile=rel, doraise=True,
                 invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
             )  # fmt: skip
             data = Path(pyc).read_bytes()
             info = tarfile.TarInfo(str(venv_site / cache))
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tf.addfile(info, io.BytesIO(data))
-    tmp_out = out.with_suffix(".tmp")
-    with open(tmp_out, "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0) as gz:
-        gz.write(buffer.getvalue())
     tmp_out.replace(out)
 
 
 def build(wheels: Path, out: Path) -> int:
     """Unpack the wheels (the installer, uv, aside), find what Ray's processes import, pack its bytecode."""
     with tempfile.TemporaryDirectory() as tmp:
-        site = Path(tmp)
+        site_dir = Path(tmp)
         for wheel in sorted(wheels.glob("*.whl")):
             if not wheel.name.startswith("uv-"):
                 with zipfile.ZipFile(wheel) as zf:
-                    zf.extractall(site)
-        files = discover(site, RAY_PROCESSES)
-        pack(site, files, out)
+                    zf.extractall(site_dir)
+        files = discover(site_dir, RAY_PROCESSES)
+        pack(site_dir, files, out)
     return len(files)
 
 

@@ -75,17 +75,26 @@ def uv_binary(wheels: Path) -> bytes:
 
 
 def bytecode(wheels: Path | None, arch: str, python_version: str, out: Path) -> None:
-    """The node's bytecode, compiled by the hosts' Python X.Y when this controller has it for
-    their architecture; otherwise (or without wheels) an empty archive, and each node
-    compiles its modules at Ray's first start."""
-    interpreter = shutil.which("python{}.{}".format(*python_version.split(".")[:2]))
+    """The node's bytecode (raykit.bytecode), compiled by a Python X.Y of the hosts' (this
+    one, or pythonX.Y on PATH) when the controller has one for their architecture; otherwise
+    (or without wheels) an empty archive, and each node compiles its modules at Ray's first
+    start, as Python always does."""
+    major_minor = tuple(int(part) for part in python_version.split(".")[:2])
+    interpreter = (
+        sys.executable if sys.version_info[:2] == major_minor else shutil.which("python{}.{}".format(*major_minor))
+    )
     if wheels is None or interpreter is None or platform.machine() != arch:
-        tarfile.open(out, "w:gz").close()
+        node_bytecode.pack(Path(), [], out)
         return
     cmd = [interpreter, "-I", "-S", "-B", node_bytecode.__file__, "--wheels", str(wheels), "--out", str(out)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=BYTECODE_TIMEOUT_S, check=False)
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=BYTECODE_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"error: compiling the node's bytecode took over {BYTECODE_TIMEOUT_S} s") from None
     if result.returncode != 0:
-        raise SystemExit(f"error: compiling the node's bytecode with {interpreter} failed: {result.stderr.strip()[-500:]}")
+        raise SystemExit(
+            f"error: compiling the node's bytecode with {interpreter} failed: {result.stderr.strip()[-500:]}"
+        )
 
 
 def pack(tar_path: Path, lock: Path, uv: bytes, wheels: list[Path], node_pycs: Path) -> None:

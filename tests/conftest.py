@@ -166,9 +166,10 @@ def assert_refused(result: subprocess.CompletedProcess[str], *phrases: str) -> N
 
 def install_fake_wheel(host: LabHost, tmp: Path, name: str, version: str) -> None:
     """Put a package the lock does not have into the host's Ray environment, by hand, the way
-    a stray `pip install` would (a wheel with metadata only)."""
+    a stray `pip install` would (a wheel with one module)."""
     info = f"{name}-{version}.dist-info"
     files = {
+        f"{name}/_stray.py": "",
         f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
         f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: raykit-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import platform
+import sys
 import tarfile
 from pathlib import Path
+
+import pytest
 
 from raykit import bytecode, wheelhouse
 
@@ -31,15 +35,28 @@ def test_pack_lays_checked_hash_pycs_out_like_the_environment(tmp_path: Path) ->
     with tarfile.open(out) as tf:
         members = {m.name: tf.extractfile(m).read() for m in tf.getmembers()}
     tag = importlib.util.cache_from_source("used.py").split(".")[1]  # e.g. cpython-311
-    name = next(iter(members)).split("/")[1]  # pythonX.Y
-    assert set(members) == {f"lib/{name}/site-packages/pkg/__pycache__/{m}.{tag}.pyc" for m in ("__init__", "used")}
-    used = members[f"lib/{name}/site-packages/pkg/__pycache__/used.{tag}.pyc"]
+    site = f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
+    assert set(members) == {f"{site}/pkg/__pycache__/{m}.{tag}.pyc" for m in ("__init__", "used")}
+    used = members[f"{site}/pkg/__pycache__/used.{tag}.pyc"]
     assert used[4:8] == (3).to_bytes(4, "little")  # PEP 552: hash-based, checked
     assert used[8:16] == importlib.util.source_hash(b"VALUE = 1\n")
 
 
-def test_without_the_hosts_python_the_wheelhouse_gets_an_empty_bytecode_archive(tmp_path: Path) -> None:
+def test_an_entry_that_fails_to_import_only_loses_its_own_modules(tmp_path: Path) -> None:
+    site = fake_site(tmp_path / "site")
+    (site / "broken.py").write_text("import pkg.used\nraise RuntimeError('moved in another release')\n")
+    assert bytecode.discover(site, {"one": ["broken", "other"]}) == ["other.py", "pkg/__init__.py", "pkg/used.py"]
+
+
+@pytest.mark.parametrize(
+    ("wheels", "arch", "python_version"),
+    [(None, platform.machine(), "3.11.2"), ("wheels", "riscv128", "3.11.2"), ("wheels", platform.machine(), "1.0.0")],
+    ids=["index-only", "another-architecture", "no-such-python"],
+)
+def test_without_wheels_or_the_hosts_python_the_wheelhouse_gets_an_empty_bytecode_archive(
+    tmp_path: Path, wheels: str | None, arch: str, python_version: str
+) -> None:
     out = tmp_path / "bytecode.tar.gz"
-    wheelhouse.bytecode(tmp_path, "x86_64", "1.0.0", out)  # no python1.0 to compile with
+    wheelhouse.bytecode(tmp_path / wheels if wheels else None, arch, python_version, out)
     with tarfile.open(out) as tf:
         assert tf.getmembers() == []
