@@ -54,6 +54,11 @@ RAY_PROCESSES: dict[str, list[str]] = {
 DISCOVER_TIMEOUT_S = 300
 
 
+def command(python: str, *args: str) -> list[str]:
+    """This script run by python, isolated: no site-packages, no environment, no pycs written."""
+    return [python, "-I", "-S", "-B", __file__, *args]
+
+
 def imported_files(site_dir: str, entries: list[str]) -> list[str]:
     """In this process (started with -S): import the entries from site_dir, set up as a venv's
     site-packages (.pth files included); the .py files (relative to it) now loaded from it.
@@ -81,7 +86,7 @@ def discover(site_dir: Path, processes: dict[str, list[str]]) -> list[str]:
 
     def run(entries: list[str]) -> list[str]:
         with tempfile.TemporaryDirectory() as home:
-            cmd = [sys.executable, "-I", "-S", "-B", __file__, "--discover", str(site_dir), *entries]
+            cmd = command(sys.executable, "--discover", str(site_dir), *entries)
             result = subprocess.run(
                 cmd, capture_output=True, text=True, timeout=DISCOVER_TIMEOUT_S, check=False, cwd=home,
                 env={"PATH": "/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8"},

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def bytecode(wheels: Path | None, arch: str, python_version: str, out: Path) -> 
     if wheels is None or interpreter is None or platform.machine() != arch:
         node_bytecode.pack(Path(), [], out)
         return
-    cmd = [interpreter, "-I", "-S", "-B", node_bytecode.__file__, "--wheels", str(wheels), "--out", str(out)]
+    cmd = node_bytecode.command(interpreter, "--wheels", str(wheels), "--out", str(out))
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=BYTECODE_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
@@ -143,8 +144,10 @@ def build(lock: Path, dest: Path, arch: str, python_version: str, index_only: bo
         shutil.copyfile(lock, requirements)
     download(requirements, arch, python_version, wheels)
     shipped = [] if index_only else list(wheels.glob("*.whl"))
-    bytecode(None if index_only else wheels, arch, python_version, dest / "bytecode.tar.gz")
-    pack(dest / "wheelhouse.tar", lock, uv_binary(wheels), shipped, dest / "bytecode.tar.gz")
+    with tempfile.TemporaryDirectory() as tmp:  # kept only inside the wheelhouse tar
+        node_pycs = Path(tmp) / "bytecode.tar.gz"
+        bytecode(None if index_only else wheels, arch, python_version, node_pycs)
+        pack(dest / "wheelhouse.tar", lock, uv_binary(wheels), shipped, node_pycs)
     for old in dest.parent.glob(f"{arch}-*"):
         if old != dest:
             shutil.rmtree(old, ignore_errors=True)
