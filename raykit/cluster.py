@@ -194,7 +194,9 @@ def _duration(seconds: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m raykit.cluster wait ...`: deploy's join check (roles/ray/tasks/join.yml)."""
+    """`python -m raykit.cluster wait ...`: deploy's join check (roles/ray/tasks/join.yml). It
+    prints what it saw last as JSON and exits 0 either way: the caller decides (an Ansible
+    pipe lookup keeps no output of a failed command)."""
     parser = argparse.ArgumentParser(description="Wait until exactly these nodes are alive in Ray.")
     parser.add_argument("command", choices=["wait"])
     parser.add_argument("--dashboard-url", required=True)
@@ -205,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     state = {"dashboard_url": args.dashboard_url, "token_file": args.token_file}
     joined, alive, error = poll_alive(state, lambda nodes: members(nodes) == sorted(args.nodes), args.timeout)
     missing = sorted((Counter(args.nodes) - Counter(members(alive))).elements())
-    print(json.dumps({"alive": members(alive), "missing": missing, "error": error}))
-    return 0 if joined else 1
+    print(json.dumps({"joined": joined, "alive": members(alive), "missing": missing, "error": error}))
+    return 0
 
 
 if __name__ == "__main__":

@@ -111,6 +111,21 @@ def test_python_mismatch_is_refused_with_a_host_found_wanted_table(hosts, tmp_pa
     assert row.split()[:3] == [worker, "3.11.2", "3.11.9"]
 
 
+def test_a_host_without_the_providers_python_is_refused_in_the_table(hosts) -> None:
+    worker = hosts[sorted(hosts)[1]]
+    target = worker.ssh("readlink /usr/bin/python3").stdout.strip()  # Debian: python3 -> python3.11
+    worker.ssh("sudo rm /usr/bin/python3")
+    try:
+        result = provision()
+    finally:
+        worker.ssh(f"sudo ln -sfn {target} /usr/bin/python3")
+    assert_refused(result, "HOST", "FOUND", "WANTED", "nothing was changed")
+    lines = result.stdout.splitlines()
+    row = next(i for i, line in enumerate(lines) if line.strip().startswith(worker.name))
+    assert lines[row].split()[:3] == [worker.name, "missing", PINS["ray_python_version"]]
+    assert "the probe failed:" in lines[row + 1] and "/usr/bin/python3" in lines[row + 1], lines[row + 1]
+
+
 def test_an_unreachable_host_is_named_and_no_host_is_touched(hosts) -> None:
     worker = sorted(hosts)[-1]
     invoke("lab.poweroff", worker)
@@ -119,8 +134,9 @@ def test_an_unreachable_host_is_named_and_no_host_is_touched(hosts) -> None:
     finally:
         invoke("lab.poweron", worker)
     assert result.returncode != 0
-    assert f"fatal: [{worker}]: UNREACHABLE!" in result.stdout
-    assert f'Data could not be sent to remote host "{hosts[worker].address}"' in result.stdout
+    unreachable = result.stdout.split(f"fatal: [{worker}]: UNREACHABLE!", 1)
+    assert len(unreachable) == 2, result.stdout[-3000:]
+    assert hosts[worker].address in unreachable[1][:400], unreachable[1][:400]  # how ssh failed, with the address
     counts = recap(result.stdout)
     assert counts[worker]["unreachable"] == 1
     assert all(c["changed"] == 0 for c in counts.values()), counts

@@ -162,21 +162,30 @@ def test_join_check_names_missing_nodes_and_those_with_other_cpus(monkeypatch, c
     ]
     monkeypatch.setattr(cluster, "ray_api", lambda state, path, timeout: {"data": {"result": {"result": nodes}}})
     common = ["wait", "--dashboard-url", "http://head:8265", "--token-file", "/t", "--timeout", "0"]
-    assert cluster.main([*common, "10.0.0.1=2", "10.0.0.2=2", "10.0.0.3=2"]) == 1
+    # It prints what it saw and exits 0 either way: deploy's join check reads the JSON.
+    assert cluster.main([*common, "10.0.0.1=2", "10.0.0.2=2", "10.0.0.3=2"]) == 0
     assert json.loads(capsys.readouterr().out) == {
-        "alive": ["10.0.0.1=2", "10.0.0.3=4"], "missing": ["10.0.0.2=2", "10.0.0.3=2"], "error": "",
+        "joined": False, "alive": ["10.0.0.1=2", "10.0.0.3=4"], "missing": ["10.0.0.2=2", "10.0.0.3=2"], "error": "",
     }  # fmt: skip
     assert cluster.main([*common, "10.0.0.3=4", "10.0.0.1=2"]) == 0
-    assert json.loads(capsys.readouterr().out)["missing"] == []
+    assert json.loads(capsys.readouterr().out) | {"alive": []} == {"joined": True, "alive": [], "missing": [], "error": ""}
     # Two inventory hosts on one address are two nodes, not one.
-    assert cluster.main([*common, "10.0.0.1=2", "10.0.0.1=2", "10.0.0.3=4"]) == 1
-    assert json.loads(capsys.readouterr().out)["missing"] == ["10.0.0.1=2"]
+    cluster.main([*common, "10.0.0.1=2", "10.0.0.1=2", "10.0.0.3=4"])
+    assert json.loads(capsys.readouterr().out) | {"alive": []} == {
+        "joined": False, "alive": [], "missing": ["10.0.0.1=2"], "error": "",
+    }  # fmt: skip
+    # Exactly the inventory's nodes: one more alive node is not joined, though none is missing.
+    cluster.main([*common, "10.0.0.1=2"])
+    assert json.loads(capsys.readouterr().out) | {"alive": []} == {
+        "joined": False, "alive": [], "missing": [], "error": "",
+    }  # fmt: skip
 
 
 def test_join_check_reports_why_it_could_not_read_ray(capsys, tmp_path: Path) -> None:
     common = ["wait", "--dashboard-url", "http://127.0.0.1:9", "--timeout", "0"]
-    assert cluster.main([*common, "--token-file", str(tmp_path / "none"), "10.0.0.1=2"]) == 1
-    assert "no cluster token at" in json.loads(capsys.readouterr().out)["error"]
+    assert cluster.main([*common, "--token-file", str(tmp_path / "none"), "10.0.0.1=2"]) == 0
+    seen = json.loads(capsys.readouterr().out)
+    assert not seen["joined"] and seen["missing"] == ["10.0.0.1=2"] and "no cluster token at" in seen["error"]
 
 
 def test_ray_start_seconds_runs_from_the_head_unit_start_to_the_last_registration() -> None:
