@@ -205,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("nodes", nargs="+", metavar="IP=CPUS")
     args = parser.parse_args(argv)
     state = {"dashboard_url": args.dashboard_url, "token_file": args.token_file}
-    joined, alive, error = poll_alive(state, lambda nodes: members(nodes) == sorted(args.nodes), args.timeout)
+    try:
+        joined, alive, error = poll_alive(state, lambda nodes: members(nodes) == sorted(args.nodes), args.timeout)
+    except Exception as exc:  # noqa: BLE001 - reported to the role: a pipe lookup drops stderr
+        joined, alive, error = False, [], f"the join check failed: {type(exc).__name__}: {exc}"
     missing = sorted((Counter(args.nodes) - Counter(members(alive))).elements())
     print(json.dumps({"joined": joined, "alive": members(alive), "missing": missing, "error": error}))
     return 0

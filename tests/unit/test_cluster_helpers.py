@@ -196,3 +196,14 @@ def test_ray_start_seconds_runs_from_the_head_unit_start_to_the_last_registratio
         "[2026-11-26 00:51:05,567 I 870 885] (gcs_server) gcs_node_manager.cc:111: Registering new node. node_id=b\n"
     )
     assert cluster.ray_start_seconds(out) == pytest.approx(22.507806)
+
+
+def test_join_check_reports_its_own_failure_in_its_json(monkeypatch, capsys) -> None:
+    def odd_answer(state, path, timeout):  # an answer of another shape than Ray's State API
+        return {"data": {}}
+
+    monkeypatch.setattr(cluster, "ray_api", odd_answer)
+    assert cluster.main(["wait", "--dashboard-url", "http://head:8265", "--token-file", "/t", "10.0.0.1=2"]) == 0
+    seen = json.loads(capsys.readouterr().out)
+    assert seen["joined"] is False and seen["missing"] == ["10.0.0.1=2"]
+    assert seen["error"].startswith("the join check failed: KeyError"), seen["error"]
