@@ -198,6 +198,25 @@ def test_status_shows_every_node_alive(cluster) -> None:
 # --- changes and restarts -----------------------------------------------------------
 
 
+def test_a_login_shell_that_prints_first_does_not_confuse_the_kit(cluster) -> None:
+    # The kit's read-only checks run through raw, that is through the login shell, whose
+    # startup files some labs make chatty: what they print comes before the kit's JSON.
+    worker = next(name for name in cluster if name != HEAD)
+    host, want = cluster[worker], expected_nodes(cluster)
+    host.ssh("cp ~/.bashrc ~/.bashrc.raykit-test && sed -i '1i echo Welcome to the lab' ~/.bashrc")
+    try:
+        assert host.ssh("true").stdout.startswith("Welcome to the lab")
+        assert all(c["changed"] == 0 for n, c in recap(deploy_ok()).items() if n in cluster)  # preflight's probe
+        nodes = json.loads(invoke("status", "--json").stdout)["nodes"]  # the unit's state
+        assert {(n["host"], n["unit"]) for n in nodes} == {(name, "active/enabled") for name in cluster}
+        result = invoke("doctor", check=False, timeout=120)  # the host check
+        assert f"all {len(cluster)} hosts healthy" in result.stdout, result.stdout[-3000:]
+        invoke("restart", "--hosts", worker)  # stop/start/restart check the unit first
+        assert ray_alive_nodes(cluster[HEAD]) == want
+    finally:
+        host.ssh("mv ~/.bashrc.raykit-test ~/.bashrc")
+
+
 def test_second_deploy_changes_and_restarts_nothing(cluster) -> None:
     before = main_pids(cluster)
     out = deploy_ok()
