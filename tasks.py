@@ -210,11 +210,11 @@ def provision(c, inventory=None, check=False):
         playbook(c, "provision", inventory, *(["--check"] if check else []))
 
 
-@task(help={"inventory": INVENTORY_HELP})
-def deploy(c, inventory=None):
+@task(help={"inventory": INVENTORY_HELP, "check": "only report what would change and which nodes would restart"})
+def deploy(c, inventory=None, check=False):
     """Start the head, then the workers, under systemd; wait until every node is alive in Ray."""
     with step("deploy"):
-        playbook(c, "deploy", inventory)
+        playbook(c, "deploy", inventory, *(["--check"] if check else []))
 
 
 def cluster_state(c: Context, inventory: str | None) -> dict:

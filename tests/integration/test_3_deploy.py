@@ -276,6 +276,18 @@ def test_a_head_change_restarts_the_head_then_every_worker(cluster, tmp_path: Pa
     assert ray_alive_nodes(cluster[HEAD]) == expected_nodes(cluster)
 
 
+def test_deploy_check_names_the_nodes_it_would_restart_and_changes_nothing(cluster, tmp_path: Path) -> None:
+    settings = "sudo sha1sum /etc/systemd/system/ray.service /etc/ray/ray.env"
+    before = main_pids(cluster), {name: h.ssh(settings).stdout for name, h in cluster.items()}
+    variant = write_inventory_variant(tmp_path, with_labels([HEAD], {"zone": "a"}))
+    out = invoke("deploy", "--check", "--inventory", str(variant)).stdout
+    assert f"{HEAD}: restarting Ray (settings)" in out, out[-3000:]
+    for worker in set(cluster) - {HEAD}:
+        assert f"{worker}: restarting Ray (its head restarts)" in out, out[-3000:]
+    assert (main_pids(cluster), {name: h.ssh(settings).stdout for name, h in cluster.items()}) == before
+    assert ray_alive_nodes(cluster[HEAD]) == expected_nodes(cluster)
+
+
 def test_stop_leaves_no_ray_process_and_start_brings_every_node_back(cluster) -> None:
     invoke("stop")
     for host in cluster.values():
