@@ -169,6 +169,18 @@ def test_provision_installs_identical_python_and_ray_everywhere(hosts) -> None:
         assert host.ssh("readlink /opt/ray/current").stdout.strip() == ENV
 
 
+def test_deploy_check_on_hosts_never_deployed_names_each_node_and_starts_nothing(hosts) -> None:
+    deployed = "ls -d /etc/systemd/system/ray.service /etc/ray 2>/dev/null"
+    assert not any(h.ssh(deployed, check=False).stdout for h in hosts.values()), (
+        "needs provisioned hosts that were never deployed (the suite deploys later)"
+    )
+    result = invoke("deploy", "--check", check=False)
+    assert result.returncode == 0, result.stdout[-3000:]
+    for name in hosts:
+        assert f"{name}: restarting Ray (settings, stopped" in result.stdout, result.stdout[-3000:]
+    assert not any(h.ssh(deployed, check=False).stdout for h in hosts.values())
+
+
 def test_second_provision_changes_nothing(hosts) -> None:
     result = provision()
     assert result.returncode == 0, result.stdout[-3000:]

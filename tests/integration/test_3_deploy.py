@@ -284,7 +284,12 @@ def test_deploy_check_names_the_nodes_it_would_restart_and_changes_nothing(clust
     assert f"{HEAD}: restarting Ray (settings)" in out, out[-3000:]
     for worker in set(cluster) - {HEAD}:
         assert f"{worker}: restarting Ray (its head restarts)" in out, out[-3000:]
+    (tmp_path / "redis").mkdir()
+    variant = write_inventory_variant(tmp_path / "redis", lambda inv: inv["vars"].update(ray_gcs_ft="redis"))
+    out = invoke("deploy", "--check", "--inventory", str(variant)).stdout
+    assert f"{HEAD}: would install and start Redis for the GCS (ray_gcs_ft: redis)" in out, out[-3000:]
     assert (main_pids(cluster), {name: h.ssh(settings).stdout for name, h in cluster.items()}) == before
+    assert cluster[HEAD].ssh("test -e /usr/bin/redis-server", check=False).returncode == 1
     assert ray_alive_nodes(cluster[HEAD]) == expected_nodes(cluster)
 
 
