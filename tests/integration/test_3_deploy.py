@@ -277,8 +277,11 @@ def test_a_head_change_restarts_the_head_then_every_worker(cluster, tmp_path: Pa
 
 
 def test_deploy_check_names_the_nodes_it_would_restart_and_changes_nothing(cluster, tmp_path: Path) -> None:
-    settings = "sudo sha1sum /etc/systemd/system/ray.service /etc/ray/ray.env"
-    before = main_pids(cluster), {name: h.ssh(settings).stdout for name, h in cluster.items()}
+    def processes_and_settings() -> tuple[dict[str, str], dict[str, str]]:
+        settings = "sudo sha1sum /etc/systemd/system/ray.service /etc/ray/ray.env"
+        return main_pids(cluster), {name: h.ssh(settings).stdout for name, h in cluster.items()}
+
+    before = processes_and_settings()
     variant = write_inventory_variant(tmp_path, with_labels([HEAD], {"zone": "a"}))
     out = invoke("deploy", "--check", "--inventory", str(variant)).stdout
     assert f"{HEAD}: restarting Ray (settings)" in out, out[-3000:]
@@ -288,7 +291,7 @@ def test_deploy_check_names_the_nodes_it_would_restart_and_changes_nothing(clust
     variant = write_inventory_variant(tmp_path / "redis", lambda inv: inv["vars"].update(ray_gcs_ft="redis"))
     out = invoke("deploy", "--check", "--inventory", str(variant)).stdout
     assert f"{HEAD}: would install and start Redis for the GCS (ray_gcs_ft: redis)" in out, out[-3000:]
-    assert (main_pids(cluster), {name: h.ssh(settings).stdout for name, h in cluster.items()}) == before
+    assert processes_and_settings() == before
     assert cluster[HEAD].ssh("test -e /usr/bin/redis-server", check=False).returncode == 1
     assert ray_alive_nodes(cluster[HEAD]) == expected_nodes(cluster)
 
