@@ -11,6 +11,7 @@ import platform
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -559,6 +560,14 @@ def bench_faults(c):
         want = state["hosts"][host]["ip"] if host else None
         return {node for node, ip in cluster.alive_nodes(state).items() if want in (None, ip)}
 
+    def started(name: str) -> bool:
+        # A node is alive in Ray 0.5 s before its `ray start` is done; a head that goes away
+        # in between leaves that worker waiting 30 s on the old GCS (Ray's deadline).
+        _, host = labkit.find_host(settings, name)
+        since = "$(systemctl show ray --property=ExecMainStartTimestamp --value --timestamp=unix)"
+        check = f'sudo journalctl --unit=ray --output=cat --since="{since}" | grep -q "Ray runtime started"'
+        return subprocess.run(labkit.ssh_command(settings, host, check), capture_output=True, check=False).returncode == 0
+
     def measure(name: str, fault, host: str | None, up_ips: set[str] = ips) -> None:
         gone = node_ids(host)
         start = time.monotonic()
@@ -566,6 +575,9 @@ def bench_faults(c):
         cluster.wait_for_cluster(state, up_ips, gone=gone, timeout=300)
         figures.append({"fault": name, "seconds": f"{time.monotonic() - start:.1f}"})
         say(f"bench: {name}: {figures[-1]['seconds']} s")
+        for each in [head, *workers] if host is None else [host]:  # the next fault starts from a settled cluster
+            if state["hosts"][each]["ip"] in up_ips:
+                labkit.wait_until(lambda name=each: started(name), 60, f"{each}'s ray start to finish")
 
     def kill_raylet() -> None:
         _, host = labkit.find_host(settings, first)

@@ -100,10 +100,27 @@ def test_a_rebooted_head_comes_back_and_every_worker_rejoins(whole) -> None:
     state = ray_state(whole)
     before = set(raycluster.alive_nodes(state))
     start = time.monotonic()
-    invoke("lab.reboot", HEAD)
+    rebooted = invoke("lab.reboot", HEAD)
+    # Every Ray process stopped with the head's unit, so the host shut down by itself: the
+    # lab did not have to reset it (it does after 60 s).
+    assert "resetting it" not in rebooted.stdout + rebooted.stderr
     raycluster.wait_for_cluster(state, all_ips(whole), gone=before, timeout=120)
     print(f"head host rebooted: every node alive again in {time.monotonic() - start:.1f} s")
     RunningJob(state).assert_correct()
+
+
+def test_a_stopped_node_leaves_no_process_of_the_ray_user_running(whole) -> None:
+    # The sleep stands in for a Ray process that outlives `ray start`, as a head's agents
+    # did (they wait 60 s on the GCS that stopped with them).
+    worker = whole["raylab-3"]
+    worker.ssh("sudo -u ray setsid sleep 600 </dev/null >/dev/null 2>&1 &")
+    assert worker.ssh("pgrep -u ray -x sleep", check=False).returncode == 0
+    invoke("stop", "--hosts", worker.name)
+    try:
+        left = worker.ssh("pgrep -u ray -a", check=False).stdout
+        assert left == "", left
+    finally:
+        invoke("start", "--hosts", worker.name)
 
 
 def test_a_worker_cut_off_the_network_rejoins_when_the_link_is_back(whole) -> None:
