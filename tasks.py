@@ -5,6 +5,7 @@ Run `invoke --list` for the tasks; defaults come from invoke.yaml.
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import platform
@@ -204,11 +205,18 @@ def lock(c, inventory=None, out=None):
         playbook(c, "lock", inventory, *(["-e", f"raykit_lock_dir={Path(out).resolve()}"] if out else []))
 
 
-@task(help={"inventory": INVENTORY_HELP, "check": "only report what would change"})
-def provision(c, inventory=None, check=False):
+@task(
+    help={
+        "inventory": INVENTORY_HELP,
+        "check": "only report what would change",
+        "deep": "hash every file of each environment against its manifest (not only sizes and times)",
+    }
+)
+def provision(c, inventory=None, check=False, deep=False):
     """Install the identical Python and Ray on every host, offline from the controller's wheelhouse."""
     with step("provision"):
-        playbook(c, "provision", inventory, *(["--check"] if check else []))
+        args = (["--check"] if check else []) + (["-e", "raykit_report_deep=true"] if deep else [])
+        playbook(c, "provision", inventory, *args)
 
 
 @task(help={"inventory": INVENTORY_HELP, "check": "only report what would change and which nodes would restart"})
@@ -270,18 +278,28 @@ def status(c, inventory=None, json_=False):
         raise Exit("error: not every node is alive in Ray; see `invoke logs HOST`", code=1)
 
 
-@task(name="doctor", help={"inventory": INVENTORY_HELP, "verbose": "also show Ansible's output"})
-def doctor(c, inventory=None, verbose=False):
+@task(
+    name="doctor",
+    help={
+        "inventory": INVENTORY_HELP,
+        "verbose": "also show Ansible's output",
+        "deep": "hash every file of each environment against its manifest (not only sizes and times)",
+    },
+)
+def doctor(c, inventory=None, verbose=False, deep=False):
     """Check every host and Ray's view of the cluster; name each problem, its host and the fix."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp, "doctor.json")
+        extra = ["-e", f"raykit_report_file={out}"] + (["-e", "raykit_report_deep=true"] if deep else [])
         # Unreachable hosts fail the playbook; they are findings, not the end of the check.
-        ran = playbook(c, "doctor", inventory, "-e", f"raykit_report_file={out}", check=False, hide=None if verbose else "out")
+        ran = playbook(c, "doctor", inventory, *extra, check=False, hide=None if verbose else "out")
         if not out.exists():
             print(ran.stdout[-4000:])
             raise Exit(f"error: doctor could not read the cluster (ansible-playbook exit {ran.exited}); see above", code=1)
         state = json.loads(out.read_text())
-    findings = doctorkit.diagnose(state, cluster.ray_nodes(state), doctorkit.token_digest(Path(state["token_file"])))
+    findings = doctorkit.diagnose(
+        state, cluster.ray_nodes(state), doctorkit.token_digest(Path(state["token_file"])), cluster.auth_mode(state)
+    )
     print(doctorkit.render(findings, len(state["inventory"])))
     if findings:
         raise Exit(code=1)
@@ -354,6 +372,14 @@ def dashboard(c, inventory=None):
     print(f'  curl -H "Authorization: Bearer $(cat {token_file})" {url}/api/version')
     print(f"from elsewhere, through SSH: {shlex.join(tunnel)}")
     print("  then open http://localhost:8265")
+
+
+@task(name="rotate", help={"inventory": INVENTORY_HELP})
+def token_rotate(c, inventory=None):
+    """Make a new cluster token and restart every node with it (running jobs end)."""
+    with step("token.rotate"):
+        playbook(c, "rotate", inventory)
+        playbook(c, "deploy", inventory)
 
 
 @task(help={"yes": "really remove Ray from every host", "inventory": INVENTORY_HELP})
@@ -497,6 +523,20 @@ def test(c, k=None, unit=False):
 # --- benchmarks ---------------------------------------------------------------
 
 
+def lab_only(c: Context, inventory: str | None, task_name: str) -> None:
+    """Benchmarks reset, stop and reboot hosts: only ever the local lab's."""
+    lab_inventory_path = (ROOT / c.config.lab.inventory).resolve()
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "ansible.cfg")
+    given = (ROOT / (inventory or cfg.get("defaults", "inventory", fallback=""))).resolve()
+    if given != lab_inventory_path or labkit.load_state(lab_settings(c)) is None:
+        raise Exit(
+            f"error: {task_name} resets, stops and reboots hosts, so it runs only on the local lab "
+            f"({lab_inventory_path.relative_to(ROOT)}, made by `invoke lab.up`), not on {given}; nothing was changed",
+            code=2,
+        )
+
+
 @task(help={"cold": "also delete the cached base image first (measures debootstrap too)"})
 def bench_lab(c, cold=False):
     """Measure lab.up for the default host count from no lab (and with --cold, no base image)."""
@@ -517,6 +557,7 @@ def bench_lab(c, cold=False):
 def bench_cluster(c, inventory=None):
     """Measure provision and deploy from clean hosts (reset first; wheelhouse cached), no-op reruns,
     and a deploy that starts stopped nodes again."""
+    lab_only(c, inventory, "bench.cluster")
     figures = []
 
     def timed(name: str, action) -> None:
@@ -546,6 +587,7 @@ def bench_cluster(c, inventory=None):
 @task
 def bench_faults(c):
     """Measure recovery on the local lab's cluster: a killed raylet, reboots, a cut link."""
+    lab_only(c, None, "bench.faults")
     settings = lab_settings(c)
     state = cluster_state(c, None)
     ips = {info["ip"] for info in state["hosts"].values()}
@@ -628,5 +670,6 @@ ns = Collection(
     demo, lint, test, lock, provision, deploy, versions, status, doctor, stop, start, restart, logs, dashboard, reset, run, examples
 )
 ns.add_collection(lab)
+ns.add_collection(Collection("token", token_rotate))
 ns.add_collection(serve)
 ns.add_collection(bench)

@@ -54,6 +54,17 @@ def ray_nodes(state: dict[str, Any]) -> list[dict[str, Any]]:
         return []
 
 
+AUTH_MODE_PATH = "/api/authentication_mode"
+
+
+def auth_mode(state: dict[str, Any]) -> str | None:
+    """The authentication mode the dashboard says it enforces ("token"); None when it is down."""
+    try:
+        return str(ray_api(state, AUTH_MODE_PATH).get("authentication_mode"))
+    except ClusterError:
+        return None
+
+
 def alive_by_ip(nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """node IP -> Ray's entry for the alive node on it."""
     return {n["node_ip"]: n for n in nodes if n.get("state") == "ALIVE"}

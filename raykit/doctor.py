@@ -31,8 +31,11 @@ def token_digest(path: Path) -> str | None:
         return None
 
 
-def diagnose(state: dict[str, Any], nodes: list[dict[str, Any]], controller_token: str | None) -> list[Finding]:
-    """Every finding, host by host in inventory order; empty when the cluster is healthy."""
+def diagnose(
+    state: dict[str, Any], nodes: list[dict[str, Any]], controller_token: str | None, auth_mode: str | None = "token"
+) -> list[Finding]:
+    """Every finding, host by host in inventory order; empty when the cluster is healthy.
+    auth_mode is what the head's dashboard says it enforces (None: it did not answer)."""
     alive = alive_by_ip(nodes)
     findings = []
     for host in state["inventory"]:
@@ -44,6 +47,12 @@ def diagnose(state: dict[str, Any], nodes: list[dict[str, Any]], controller_toke
             )
             continue
         findings += _host_findings(host, info, alive, controller_token)
+    if auth_mode is not None and auth_mode != "token":
+        findings.append(
+            Finding(state["head"], f"Ray's dashboard says its authentication mode is {auth_mode!r}, not 'token': "
+                                   "anyone who reaches the cluster can run code on it",
+                    "`invoke deploy` (the kit's settings turn token authentication on), then `invoke doctor`")
+        )  # fmt: skip
     if not nodes and state["head"] in state["hosts"]:
         findings.append(
             Finding(state["head"], f"Ray's dashboard at {state['dashboard_url']} does not answer (nodes unknown)",
@@ -55,8 +64,28 @@ def diagnose(state: dict[str, Any], nodes: list[dict[str, Any]], controller_toke
 def _host_findings(host: str, info: dict[str, Any], alive: dict[str, Any], controller_token: str | None) -> list[Finding]:
     found = []
     env, service, checks = info["environment"], info["service"], info.get("checks") or {}
-    if env["problems"]:
-        found.append(Finding(host, "its Python or Ray differs from the pins: " + "; ".join(env["problems"]), "`invoke provision`"))
+    files = env.get("files", [])
+    drift = [problem for problem in env["problems"] if problem not in files]
+    if drift:
+        found.append(Finding(host, "its Python or Ray differs from the pins: " + "; ".join(drift), "`invoke provision`"))
+    if files:
+        what = (
+            "its Ray environment has no manifest: an earlier version of the kit (or a hand) made it, and nothing in it "
+            "can be trusted" if files[0].startswith("no manifest")
+            else f"{len(files)} file(s) of its Ray environment differ from what provision installed "
+                 "(code there may have been planted)"
+        )  # fmt: skip
+        found.append(Finding(host, what, "`invoke provision` (makes the environment anew, as root's, read-only to Ray)",
+                             "\n".join(files)))
+    if checks.get("start_up_hooks"):
+        found.append(
+            Finding(host, "start-up code in the ray user's home (a Ray job wrote it; the kit never runs it, a Python "
+                          "started there as ray would)",
+                    "remove these files and find the job that wrote them", "\n".join(checks["start_up_hooks"]))
+        )  # fmt: skip
+    for path in checks.get("settings_edited", []):
+        found.append(Finding(host, f"{path} differs from what deploy writes (edited by hand?)",
+                             "`invoke deploy` (writes it back and restarts that node)"))
     # A crashing node is mostly waiting to be restarted; caught just after a start, it is young.
     failing = service["active"] in ("activating", "failed") or (
         service["active"] == "active" and service["restarts"] > 0 and service["uptime_s"] < YOUNG_S

@@ -166,7 +166,7 @@ def assert_refused(result: subprocess.CompletedProcess[str], *phrases: str) -> N
 
 def install_fake_wheel(host: LabHost, tmp: Path, name: str, version: str) -> None:
     """Put a package the lock does not have into the host's Ray environment, by hand, the way
-    a stray `pip install` would (a wheel with one module)."""
+    an admin's stray `pip install` would (a wheel with one module; the environment is root's)."""
     info = f"{name}-{version}.dist-info"
     files = {
         f"{name}/_stray.py": "",
@@ -182,6 +182,6 @@ def install_fake_wheel(host: LabHost, tmp: Path, name: str, version: str) -> Non
     wheel.write_bytes(buf.getvalue())
     host.copy(wheel, f"/tmp/{wheel.name}")
     host.ssh(
-        f"cd /tmp && sudo -u ray $(ls -d /opt/ray/wheelhouse/*/uv | head -1) pip install --quiet --offline"
+        f"cd /tmp && sudo $(ls -d /opt/ray/wheelhouse/*/uv | head -1) pip install --quiet --offline"
         f" --no-deps --python /opt/ray/current/bin/python /tmp/{wheel.name}"
     )

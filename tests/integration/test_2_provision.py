@@ -46,6 +46,10 @@ def direct_state(host: LabHost) -> tuple[str, str, str]:
 
 @pytest.fixture(scope="module")
 def hosts(lab: dict[str, LabHost]) -> dict[str, LabHost]:
+    """The lab's hosts as provision first finds them: never deployed. After `./bootstrap demo`
+    they were deployed, so Ray is removed from them first."""
+    if any(h.ssh("test -e /etc/systemd/system/ray.service", check=False).returncode == 0 for h in lab.values()):
+        invoke("reset", "--yes")
     return lab
 
 
@@ -71,6 +75,12 @@ def _head_also_worker(inv: dict) -> None:
     inv["children"]["ray_workers"]["hosts"].update(inv["children"]["ray_head"]["hosts"])
 
 
+def _one_machine_twice(inv: dict) -> None:
+    workers = inv["children"]["ray_workers"]["hosts"]
+    name, hvars = sorted(workers.items())[0]
+    workers[f"{name}-again"] = dict(hvars)
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -88,15 +98,72 @@ def _head_also_worker(inv: dict) -> None:
         (on_every_host(ray_resources={"ssd": "lots"}), "ray_resources must map names to numbers"),
         (on_every_host(ray_node_ip="10.77.0.250"), "ray_node_ip '10.77.0.250' is not an address of this host"),
         (on_every_host(ray_extra_packages=["numpy", "requests"]), "run `invoke lock`"),
+        (on_every_host(ray_user="ops"), "ray_user 'ops' is the SSH user"),
+        (on_every_host(ray_user="root"), "ray_user 'root' is root"),
+        (on_every_host(ray_prefix="/opt"), "ray_prefix '/opt' is a system folder"),
+        (on_every_host(ray_prefix="/usr/"), "ray_prefix '/usr/' is a system folder"),
+        (on_every_host(ray_labels={"team": "a,b"}), "ray_labels: value 'a,b' of 'team' has a character"),
+        (on_every_host(ray_labels={"team": "it's"}), "ray_labels: value \"it's\" of 'team' has a character"),
+        (on_every_host(ray_resources={"ssd=1": 1}), "ray_resources: name 'ssd=1' has a character"),
+        (on_every_host(ray_environment={"FOO": "a\nb"}), "ray_environment: the value of FOO has a quote"),
+        (on_every_host(ray_environment={"RAY_AUTH_MODE": "disabled"}), "RAY_AUTH_MODE would change Ray's auth"),
+        (on_every_host(ray_object_store_memory=10**6), "below Ray's minimum of 78643200 bytes"),
+        (_one_machine_twice, "-again are the same machine"),
     ],
     ids=[
         "no-head-group", "empty-head", "two-heads", "head-also-worker", "python-not-xyz", "ray-not-in-lock",
         "unknown-extra", "negative-cpus", "cpus-not-integer", "cpus-float", "resources-not-mapping",
-        "resources-not-numbers", "node-ip-not-on-host", "pin-changed-without-relock",
+        "resources-not-numbers", "node-ip-not-on-host", "pin-changed-without-relock", "user-is-ssh-user",
+        "user-is-root", "prefix-opt", "prefix-usr", "label-comma", "label-quote", "resource-equals", "env-newline",
+        "env-auth-off", "object-store-tiny", "one-machine-twice",
     ],
 )  # fmt: skip
 def test_bad_input_is_refused_before_any_host_changes(hosts, tmp_path: Path, edit, message: str) -> None:
     assert_refused(provision("--inventory", str(write_inventory_variant(tmp_path, edit))), message)
+
+
+def test_a_persons_account_is_refused_as_rays_user(hosts, tmp_path: Path) -> None:
+    person = hosts[sorted(hosts)[1]]
+    person.ssh("sudo useradd --create-home --shell /bin/bash alice")
+    try:
+        result = provision("--inventory", str(write_inventory_variant(tmp_path, on_every_host(ray_user="alice"))))
+        assert_refused(result, f"{person.name}: ray_user 'alice' is an existing account with its home in /home/alice")
+    finally:
+        person.ssh("sudo userdel --remove alice")
+
+
+def test_a_tiny_dev_shm_is_refused_instead_of_a_restart_loop(hosts) -> None:
+    small = hosts[sorted(hosts)[2]]
+    size = small.ssh("df --output=size -B1 /dev/shm | tail -1").stdout.strip()
+    small.ssh("sudo mount -o remount,size=64m /dev/shm")
+    try:
+        assert_refused(provision(), f"{small.name}: the object store would be", "80% of this host's /dev/shm",
+                       "below Ray's minimum")  # fmt: skip
+    finally:
+        small.ssh(f"sudo mount -o remount,size={size} /dev/shm")
+
+
+def test_too_little_free_disk_is_refused(hosts, tmp_path: Path) -> None:
+    full = hosts[sorted(hosts)[1]]
+    full.ssh("sudo mkdir -p /srv/raykit-small && sudo mount -t tmpfs -o size=20m tmpfs /srv/raykit-small")
+    try:
+        variant = write_inventory_variant(tmp_path, on_every_host(ray_prefix="/srv/raykit-small"))
+        assert_refused(provision("--inventory", str(variant)),
+                       f"{full.name}: ray_prefix /srv/raykit-small has 20 MiB free; provision needs about")  # fmt: skip
+    finally:
+        full.ssh("sudo umount /srv/raykit-small && sudo rmdir /srv/raykit-small")
+
+
+def test_redis_packages_of_another_architecture_are_refused(hosts, tmp_path: Path) -> None:
+    cache = tmp_path / "debs"
+    cache.mkdir()
+    (cache / "redis-server_5%3a7.0.15-1~deb12u1_arm64.deb").write_bytes(b"")
+    variant = write_inventory_variant(
+        tmp_path, on_every_host(ray_gcs_ft="redis", ray_redis_packages_cache=str(cache))
+    )
+    assert_refused(provision("--inventory", str(variant)),
+                   "raylab-1: cached Redis packages for another architecture than the head's (amd64)",
+                   "redis-server_5%3a7.0.15-1~deb12u1_arm64.deb")  # fmt: skip
 
 
 def test_python_mismatch_is_refused_with_a_host_found_wanted_table(hosts, tmp_path: Path) -> None:
@@ -207,9 +274,15 @@ def test_provision_repairs_hand_made_changes_outside_the_packages(hosts) -> None
     assert victim.ssh("getent passwd ray").stdout.strip().split(":")[6] == "/usr/sbin/nologin"
 
 
-def test_environment_belongs_to_an_unprivileged_ray_user(hosts) -> None:
+def test_environment_is_roots_and_read_only_to_the_unprivileged_ray_user(hosts) -> None:
+    site = f"{ENV}/lib/python{PINS['ray_python_version'].rsplit('.', 1)[0]}/site-packages"
     for host in hosts.values():
-        assert host.ssh(f"find {ENV} ! -user ray | head -3").stdout == "", host.name
+        for tree in (ENV, "/opt/ray/wheelhouse"):
+            assert host.ssh(f"sudo find {tree} ! -user root -o ! -type l -perm /022 | head -3").stdout == "", host.name
+        assert host.ssh(f"sudo stat -c %U {ENV}.manifest.json").stdout.strip() == "root"
+        for target in (f"{site}/planted.pth", f"{site}/ray/__init__.py", f"{ENV}/bin/ray", ENV + "/x"):
+            wrote = host.ssh(f"sudo -u ray sh -c 'echo x >> {target}'", check=False)
+            assert wrote.returncode != 0 and "Permission denied" in wrote.stderr, (host.name, target, wrote.stderr)
         entry = host.ssh("getent passwd ray").stdout.strip().split(":")
         assert entry[6] in ("/usr/sbin/nologin", "/bin/false"), entry
         assert host.ssh("id -nG ray").stdout.split() == ["ray"]
@@ -267,4 +340,4 @@ def test_nodes_find_their_modules_compiled_even_after_a_repair(hosts) -> None:
         found = host.ssh(f"cd /tmp && {UNCOMPILED}")
         assert found.returncode == 0, found.stderr
         assert found.stdout.split() == [], (host.name, found.stdout.split()[:5])
-        assert host.ssh(f"find {ENV} -name '*.pyc' ! -user ray | head -3").stdout == "", host.name
+        assert host.ssh(f"find {ENV} -name '*.pyc' ! -user root | head -3").stdout == "", host.name

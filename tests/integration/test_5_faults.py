@@ -109,6 +109,24 @@ def test_a_rebooted_head_comes_back_and_every_worker_rejoins(whole) -> None:
     RunningJob(state).assert_correct()
 
 
+def test_restart_with_the_head_unreachable_restarts_no_worker(whole) -> None:
+    workers = [h for name, h in whole.items() if name != HEAD]
+    since = {h.name: h.ssh("date +%s").stdout.strip() for h in workers}
+    invoke("lab.unplug", HEAD)
+    try:
+        refused = invoke("restart", check=False)
+        assert refused.returncode != 0
+        assert f"{HEAD} (the head) did not answer: not starting or restarting any node" in refused.stdout
+    finally:
+        invoke("lab.plug", HEAD)
+    # A stop or restart asked of systemd is journaled as "Stopping"; a worker that gave up on
+    # its lost head and was restarted by systemd on its own is not.
+    for host in workers:
+        journal = host.ssh(f"sudo journalctl --unit=ray --since=@{since[host.name]} --no-pager").stdout
+        assert "Stopping ray.service" not in journal, (host.name, journal[-2000:])
+    raycluster.wait_for_cluster(ray_state(whole), all_ips(whole), timeout=180)
+
+
 def test_a_stopped_node_leaves_no_process_of_the_ray_user_running(whole) -> None:
     # The sleep stands in for a Ray process that outlives `ray start`, as a head's agents
     # did (they wait 60 s on the GCS that stopped with them).

@@ -81,6 +81,22 @@ def test_doctor_names_a_failing_unit_and_shows_its_journal(whole) -> None:
         invoke("deploy")  # writes the environment back and restarts the node
 
 
+def test_doctor_names_a_hand_edited_unit_and_a_head_that_switched_authentication_off(whole) -> None:
+    head, worker = whole[HEAD], whole[WORKER]
+    worker.ssh("echo '# tuned by hand' | sudo tee -a /etc/systemd/system/ray.service >/dev/null")
+    head.ssh("sudo sed -i 's/^RAY_AUTH_MODE=token$/RAY_AUTH_MODE=disabled/' /etc/ray/ray.env && sudo systemctl restart ray")
+    try:
+        raycluster.wait_for_cluster(ray_state(whole), all_ips(whole), timeout=120)
+        result = doctor()
+        assert result.returncode == 1, result.stdout
+        assert f"{WORKER}: /etc/systemd/system/ray.service differs from what deploy writes" in result.stdout
+        assert f"{HEAD}: /etc/ray/ray.env differs from what deploy writes" in result.stdout
+        assert f"{HEAD}: Ray's dashboard says its authentication mode is 'disabled', not 'token'" in result.stdout
+    finally:
+        invoke("deploy")
+    assert doctor().returncode == 0
+
+
 def test_doctor_names_a_node_that_runs_outside_the_cluster(whole) -> None:
     host, dropin = whole[WORKER], "/etc/systemd/system/ray.service.d/own-cluster.conf"
     # Someone made the worker a head of its own: the unit runs, the node is not ours.

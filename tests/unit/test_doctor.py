@@ -32,11 +32,11 @@ def healthy() -> tuple[dict, list[dict]]:
     return state, nodes
 
 
-def findings(edit) -> list[Finding]:
+def findings(edit, auth_mode: str | None = "token") -> list[Finding]:
     state, nodes = healthy()
     state, nodes = copy.deepcopy(state), copy.deepcopy(nodes)
     edit(state, nodes)
-    return diagnose(state, nodes, TOKEN)
+    return diagnose(state, nodes, TOKEN, auth_mode)
 
 
 def test_a_healthy_cluster_has_no_findings() -> None:
@@ -88,6 +88,26 @@ def _no_dashboard(s, n):
     n.clear()
 
 
+PLANTED = "added: /opt/ray/venvs/ray-2.60.0-py3.11.2/lib/python3.11/site-packages/x.pth"
+
+
+def _planted(s, n):
+    s["hosts"]["h2"]["environment"].update(problems=[PLANTED], files=[PLANTED])
+
+
+def _hooks(s, n):
+    s["hosts"]["h2"]["checks"]["start_up_hooks"] = ["/var/lib/ray/sitecustomize.py"]
+
+
+def _no_manifest(s, n):
+    line = "no manifest /opt/ray/venvs/ray-2.60.0-py3.11.2.manifest.json: not installed by this kit as root"
+    s["hosts"]["h2"]["environment"].update(problems=[line], files=[line])
+
+
+def _edited(s, n):
+    s["hosts"]["h2"]["checks"]["settings_edited"] = ["/etc/ray/ray.env"]
+
+
 @pytest.mark.parametrize(
     ("edit", "host", "problem", "fix"),
     [
@@ -102,6 +122,10 @@ def _no_dashboard(s, n):
         (_shm, "h2", "object store (1.0 GB) is larger than /dev/shm (0.3 GB)", "ray_object_store_memory"),
         (_clock, "h2", "clock is 300 s ahead of the controller's", "chrony"),
         (_no_dashboard, "h1", "does not answer", "invoke restart"),
+        (_planted, "h2", "1 file(s) of its Ray environment differ from what provision installed", "invoke provision"),
+        (_hooks, "h2", "start-up code in the ray user's home", "remove these files"),
+        (_no_manifest, "h2", "its Ray environment has no manifest: an earlier version of the kit", "invoke provision"),
+        (_edited, "h2", "/etc/ray/ray.env differs from what deploy writes", "invoke deploy"),
     ],
 )
 def test_each_fault_is_one_finding_naming_the_host_and_the_fix(edit, host: str, problem: str, fix: str) -> None:
@@ -114,3 +138,15 @@ def test_render_shows_the_journal_of_a_failing_unit_and_counts_the_problems() ->
     text = render(findings(_failing), 2)
     assert "  | a journal line" in text
     assert text.endswith("doctor: 1 problem(s) on 1 of 2 hosts")
+
+
+def test_a_planted_file_is_named_with_its_path_and_not_as_drift() -> None:
+    found = findings(_planted)
+    assert [f.details for f in found] == [PLANTED]
+    assert "differs from the pins" not in found[0].problem
+
+
+def test_a_dashboard_without_token_authentication_is_a_finding_on_the_head() -> None:
+    found = findings(lambda s, n: None, auth_mode="disabled")
+    assert [(f.host, "authentication mode is 'disabled'" in f.problem) for f in found] == [("h1", True)]
+    assert findings(lambda s, n: None, auth_mode=None) == []  # the head down: named by its own finding

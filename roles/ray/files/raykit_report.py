@@ -1,17 +1,24 @@
-"""What a host has, as JSON for the ray role; read-only, standard library only.
+"""What a host has, as JSON for the ray role; read-only but for `manifest`, standard library only.
 
-Passed to an interpreter with -c, so nothing is installed for it:
-  probe SPEC            with the system python: its version, venv support, and the state of
-                        everything provision and deploy manage (SPEC, JSON: paths, user, unit),
-                        so unchanged hosts skip those tasks
-  report < LOCK         with the environment's python: Python, Ray, a digest of every installed
-                        file, and how the packages differ from the lock on standard input
+Run by root's own interpreter, isolated (`-I -S`: no site, no user paths, no environment),
+with -c, so nothing is installed for it and nothing the ray user can write runs as root:
+  probe SPEC            the system python's version, venv support, and the state of everything
+                        provision and deploy manage (SPEC, JSON: paths, user, unit), so unchanged
+                        hosts skip those tasks
+  report ENV [deep] < LOCK
+                        the environment's Python, Ray, packages against the lock on standard input,
+                        and its files against the manifest provision wrote: every file added,
+                        changed or removed, or writable by anyone but root (quick: size and time;
+                        deep: every file's hash)
+  manifest ENV          write ENV's manifest (every file's size, time and hash) beside it
   service UNIT FILE...  the unit's state, restarts and uptime, and whether it runs with
                         older settings than FILE... hold (a restart that never happened)
   check SPEC            for `invoke doctor`: clock, /dev/shm, the token's digest, whether the
-                        ports in SPEC (JSON) answer, and the unit's last journal lines
+                        ports in SPEC (JSON) answer, the unit's last journal lines, and start-up
+                        code left in the ray user's home
 """
 
+import glob
 import grp
 import hashlib
 import importlib.util
@@ -24,6 +31,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -35,7 +43,9 @@ def probe(spec):
     wheelhouse = os.path.join(spec["prefix"], "wheelhouse")
     complete = []
     if os.path.isdir(wheelhouse):
-        complete = sorted(d for d in os.listdir(wheelhouse) if os.path.exists(os.path.join(wheelhouse, d, ".complete")))
+        # A wheelhouse counts only when complete and root's alone: provision runs its uv as root.
+        complete = sorted(d for d in os.listdir(wheelhouse) if os.path.exists(os.path.join(wheelhouse, d, ".complete"))
+                          and not env_files(os.path.join(wheelhouse, d))[1])
     return {
         "python": platform.python_version(),
         # Debian ships ensurepip in python3-venv: without it, `python3 -m venv` fails.
@@ -43,10 +53,51 @@ def probe(spec):
         "env": os.path.exists(os.path.join(spec["env"], "bin", "python")),
         "wheelhouses": complete,
         "shm_bytes": shm_bytes(),
+        "free_bytes": free_bytes(spec["prefix"]),
+        # Whoever may write a folder above the prefix could swap the prefix under root.
+        "prefix_parents_loose": loose_parents(spec["prefix"]),
+        # Ray finds GPUs by itself when ray_num_gpus is unset: the unit keeps their devices.
+        "nvidia": bool(glob.glob("/dev/nvidia[0-9]*")),
+        "machine_id": read_text("/etc/machine-id").strip(),
         "paths": {path: path_state(path) for path in spec["paths"]},
         "user": user_state(spec["user"]),
+        # Preflight refuses to make Ray's user of root or of a person's account.
+        "user_uid": uid_of(spec["user"]),
         "service": service(spec["unit"], spec["settings"]),
     }
+
+
+def read_text(path):
+    """A regular file's text; "" for anything else (never opens a FIFO or a device)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return ""
+        with open(path) as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return ""
+
+
+def loose_parents(prefix):
+    """The existing folders above prefix that are not root's or that others may write."""
+    found, path = [], os.path.dirname(os.path.abspath(prefix))
+    while True:
+        if os.path.lexists(path):
+            st = os.lstat(path)
+            if st.st_uid != OWNER_UID or st.st_mode & 0o022:
+                found.append(path)
+        if path == "/":
+            return found
+        path = os.path.dirname(path)
+
+
+def free_bytes(path):
+    # The folder may not exist yet: its nearest existing parent is on the same disk.
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    fs = os.statvfs(path)
+    return fs.f_frsize * fs.f_bavail
 
 
 def path_state(path):
@@ -88,6 +139,13 @@ def user_state(name):
             "locked": password == "!"}
 
 
+def uid_of(name):
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+
+
 def shm_bytes():
     # The object store lives in /dev/shm; Ray falls back to disk when it is too small.
     fs = os.statvfs("/dev/shm")
@@ -103,19 +161,135 @@ def locked_versions(lock_text):
     return pins
 
 
-def report(lock_text):
-    import importlib.metadata  # here: slow to import, and only this mode needs it
+def manifest_path(env):
+    return env.rstrip("/") + ".manifest.json"
 
-    wanted = locked_versions(lock_text)
-    installed = {}
+
+def file_entry(path, st, with_hash=True):
+    """[kind, size, mtime_ns, mode, sha256 or link target] of one path, from its lstat."""
+    if stat.S_ISLNK(st.st_mode):
+        return ["link", 0, 0, 0, os.readlink(path)]
+    if not stat.S_ISREG(st.st_mode):
+        return ["other", st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode), ""]  # a FIFO, socket or device
+    digest = ""
+    if with_hash:
+        sha = hashlib.sha256()
+        # O_NOFOLLOW: a file swapped for a link since its lstat is not followed.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                sha.update(block)
+        digest = sha.hexdigest()
+    return ["file", st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode), digest]
+
+
+def env_files(env):
+    """relative path -> lstat of every file and link in env (folders are checked, not listed),
+    and every path not root's or writable by others."""
+    found, loose = {}, []
+    top = os.lstat(env)
+    if top.st_uid != OWNER_UID or top.st_mode & 0o022 or not stat.S_ISDIR(top.st_mode):
+        loose.append(env)
+        if not stat.S_ISDIR(top.st_mode):
+            return found, loose
+    pending = [(env, "")]
+    while pending:
+        folder, prefix = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                kind = stat.S_IFMT(st.st_mode)
+                if st.st_uid != OWNER_UID or kind not in (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK) or (
+                    kind != stat.S_IFLNK and st.st_mode & 0o022
+                ):
+                    loose.append(entry.path)
+                if stat.S_ISDIR(st.st_mode):
+                    pending.append((entry.path, prefix + entry.name + "/"))
+                else:
+                    found[prefix + entry.name] = st
+    return found, loose
+
+
+def write_manifest(env):
+    """Provision, right after installing as root: what every file of env is, kept beside it.
+    Nothing in env stays writable by others (uv makes its lock file writable by all)."""
+    found, loose = env_files(env)
+    for path in loose:
+        st = os.lstat(path)
+        if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+            os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o022)
+            found, _ = env_files(env)
+    files = {rel: file_entry(os.path.join(env, rel), st) for rel, st in sorted(found.items())}
+    # A new file of root's, renamed over the old: never written through a link left there.
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(manifest_path(env)), prefix=".manifest.")
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fd, 0o644)
+        json.dump({"env": env, "files": files}, fh)
+    os.replace(tmp, manifest_path(env))
+    return {"files": len(files)}
+
+
+# Left out of the digest (not of the checks): uv's record of file times, and each RECORD,
+# which lists it with its hash. Every file they list is in the digest itself.
+HOST_SPECIFIC = ("/uv_cache.json", ".dist-info/RECORD")
+# The environment's owner: root (tests make it their own user).
+OWNER_UID = 0
+LISTED = 100
+
+
+def tampering(env, deep):
+    """Every file of env added, changed or removed since provision wrote its manifest, every
+    path not root's or writable by others, and the digest of what the manifest holds."""
+    try:
+        manifest = json.loads(read_text(manifest_path(env)))["files"]
+    except (ValueError, KeyError, TypeError):
+        return {"trusted": False, "files": [f"no manifest {manifest_path(env)}: not installed by this kit as root"],
+                "digest": ""}
+    found, loose = env_files(env)
+    # The manifest and the folder holding it and the environment must be root's alone too.
+    for path in (manifest_path(env), os.path.dirname(env.rstrip("/"))):
+        st = os.lstat(path)
+        if st.st_uid != OWNER_UID or st.st_mode & 0o022 or stat.S_ISLNK(st.st_mode):
+            loose.append(path)
+    problems = [f"writable by others or not root's: {path}" for path in loose]
+    for rel in sorted(set(found) | set(manifest)):
+        path = os.path.join(env, rel)
+        if rel not in manifest:
+            problems.append(f"added: {path}")
+        elif rel not in found:
+            problems.append(f"removed: {path}")
+        else:
+            want = manifest[rel]
+            have = file_entry(path, found[rel], with_hash=deep and want[0] == "file")
+            if want[0] != have[0]:
+                problems.append(f"changed: {path}")
+                continue
+            # kind, mode and content: the content by its hash (deep), or by its size and time.
+            same = [0, 3, 4] if deep or want[0] == "link" else [0, 1, 2, 3]
+            if [have[i] for i in same] != [want[i] for i in same]:
+                problems.append(f"changed: {path}")
     digest = hashlib.sha256()
-    for dist in sorted(importlib.metadata.distributions(), key=lambda d: normalize(d.metadata["Name"])):
-        name = normalize(dist.metadata["Name"])
-        installed[name] = dist.version
-        # RECORD lists every installed file with its hash: equal digests, equal files.
-        # uv_cache.json is uv's own bookkeeping (file times), not the package.
-        record = [ln for ln in (dist.read_text("RECORD") or "").splitlines() if "/uv_cache.json," not in ln]
-        digest.update(f"{name}=={dist.version}\n".encode() + "\n".join(record).encode())
+    for rel, entry in sorted(manifest.items()):
+        if not rel.endswith(HOST_SPECIFIC):
+            digest.update(f"{rel}\0{entry[0]}\0{entry[4]}\n".encode())
+    shown = problems[:LISTED] + ([f"... and {len(problems) - LISTED} more"] if len(problems) > LISTED else [])
+    return {"trusted": not problems, "files": shown, "digest": digest.hexdigest()}
+
+
+def report(env, lock_text, deep=False):
+    """The environment as read from its files (its own interpreter never runs here); None
+    when there is nothing at its path."""
+    if not os.path.lexists(env):
+        return None
+    cfg = dict(ln.split("=", 1) for ln in read_text(os.path.join(env, "pyvenv.cfg")).splitlines() if "=" in ln)
+    cfg = {k.strip(): v.strip() for k, v in cfg.items()}
+    site = os.path.join(env, "lib", "python" + ".".join(cfg.get("version", "0.0").split(".")[:2]), "site-packages")
+    wanted = locked_versions(lock_text)
+    # Installers name each package's folder NAME-VERSION.dist-info (the wheel spec).
+    installed = {}
+    for folder in os.listdir(site) if os.path.isdir(site) and not os.path.islink(site) else []:
+        if folder.endswith(".dist-info"):
+            name, _, version = folder[: -len(".dist-info")].rpartition("-")
+            installed[normalize(name)] = version
     drift = []
     for name, version in sorted(wanted.items()):
         have = installed.get(name)
@@ -124,14 +298,19 @@ def report(lock_text):
         elif have != version:
             drift.append(f"{name} {have} (lock {version})")
     drift += [f"{name} {installed[name]} not in the lock" for name in sorted(set(installed) - set(wanted))]
+    if os.path.realpath(os.path.join(env, "bin", "python")) != os.path.realpath(sys.executable):
+        drift.append(f"its python is {os.path.realpath(os.path.join(env, 'bin', 'python'))}, not {sys.executable}")
+    files = tampering(env, deep)
     return {
-        "python": platform.python_version(),
+        "python": cfg.get("version", "missing"),
         "ray": installed.get("ray", "missing"),
         "packages": len(installed),
-        "digest": digest.hexdigest(),
+        "digest": files["digest"],
         "drift": drift,
-        "env": sys.prefix,
-        "owner": pwd.getpwuid(os.stat(sys.prefix).st_uid).pw_name,
+        "files": files["files"],
+        "trusted": files["trusted"],
+        "exists": True,
+        "env": env,
     }
 
 
@@ -173,7 +352,18 @@ def check(spec):
         ports.append({"address": f"{address}:{port}", "name": name, "error": error})
     journal = subprocess.run(["journalctl", "--unit", spec["unit"], "--lines=15", "--no-pager", "--output=short-precise"],
                              capture_output=True, text=True, check=False).stdout
-    return {"time": time.time(), "shm_bytes": shm_bytes(), "token_sha256": token, "ports": ports, "journal": journal}
+    return {"time": time.time(), "shm_bytes": shm_bytes(), "token_sha256": token, "ports": ports, "journal": journal,
+            "start_up_hooks": start_up_hooks(spec["home"])}
+
+
+# What a Python started as the ray user in its home would run at start-up: .pth files and
+# site/usercustomize in its user site, and in the home itself (a script's folder).
+HOOKS = (".local/lib/python*/site-packages/*.pth", ".local/lib/python*/site-packages/sitecustomize.py",
+         ".local/lib/python*/site-packages/usercustomize.py", "*.pth", "sitecustomize.py", "usercustomize.py")
+
+
+def start_up_hooks(home):
+    return sorted(path for pattern in HOOKS for path in glob.glob(os.path.join(glob.escape(home), pattern)))
 
 
 if __name__ == "__main__":
@@ -183,5 +373,9 @@ if __name__ == "__main__":
         print(json.dumps(service(sys.argv[2], sys.argv[3:])))
     elif sys.argv[1] == "check":
         print(json.dumps(check(json.loads(sys.argv[2]))))
+    elif sys.argv[1] == "manifest":
+        print(json.dumps(write_manifest(sys.argv[2])))
+    elif sys.argv[1] == "report":
+        print(json.dumps(report(sys.argv[2], sys.stdin.read(), deep=sys.argv[3:] == ["deep"])))
     else:
-        print(json.dumps(report(sys.stdin.read())))
+        sys.exit(f"unknown mode {sys.argv[1]}")

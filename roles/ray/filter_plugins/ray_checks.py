@@ -1,0 +1,170 @@
+"""The role's checks: preflight's of the inventory's values (each returns the problems it finds,
+in words that name the field, so the role refuses a host before anything on it changes), and
+doctor's of what a host holds."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+# Folders a prefix must never be: reset removes the prefix whole.
+SYSTEM_FOLDERS = frozenset(
+    "/ /bin /boot /dev /etc /home /lib /lib32 /lib64 /media /mnt /opt /proc /root /run /sbin /srv /sys /tmp"
+    " /usr /usr/bin /usr/lib /usr/local /usr/sbin /usr/share /var /var/cache /var/lib /var/log /var/tmp".split()
+)
+# Label and resource names and label values go into `ray start --labels=k=v,...` and
+# `--resources='{json}'` on the unit's command line: only characters that need no quoting.
+UNIT_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# systemd's EnvironmentFile reads quotes and backslashes, and a newline ends the value.
+ENV_VALUE_BREAKS = re.compile(r"[\"'\\\n\r]")
+# Ray's own switches for its authentication: the kit keeps token authentication on.
+AUTH_SWITCH = re.compile(r"^RAY_AUTH_", re.IGNORECASE)
+# Ray's minimum object store (ray_constants.OBJECT_STORE_MINIMUM_MEMORY_BYTES).
+OBJECT_STORE_MINIMUM_BYTES = 75 * 1024 * 1024
+
+
+PREFIX_PATH = re.compile(r"^[A-Za-z0-9_./-]+$")
+
+
+def ray_prefix_errors(prefix: Any) -> list[str]:
+    """ray_prefix must be an absolute folder of the kit's own, not a system folder, and plain
+    enough for the unit's command line and PATH."""
+    if not isinstance(prefix, str) or not prefix.startswith("/"):
+        return [f"ray_prefix {prefix!r} is not an absolute path"]
+    if not PREFIX_PATH.match(prefix):
+        return [f"ray_prefix {prefix!r} has a character that would break the unit or PATH (use letters, digits "
+                "and _ . / -)"]
+    normal = "/" + "/".join(part for part in prefix.split("/") if part)
+    if normal in SYSTEM_FOLDERS or ".." in normal.split("/"):
+        return [f"ray_prefix {prefix!r} is a system folder (reset removes the prefix whole); use a folder of its own, "
+                "e.g. /opt/ray"]
+    return []
+
+
+def ray_prefix_parent_errors(prefix: str, loose: list[str] | None) -> list[str]:
+    """Folders above the prefix that someone but root may write: they could swap the prefix
+    (and what root installs and runs there) between two steps of provision."""
+    return [f"ray_prefix {prefix}: {', '.join(loose)} above it is not root's or is writable by others; choose a "
+            "prefix whose parents only root may change"] if loose else []
+
+
+def ray_value_errors(labels: Any, resources: Any, environment: Any) -> list[str]:
+    """Label, resource and environment names and values that would break the unit or the env file,
+    and environment keys that would switch Ray's authentication."""
+    errors = []
+    if isinstance(labels, Mapping):
+        for name, value in labels.items():
+            for what, text in (("name", name), ("value", value)):
+                if isinstance(text, str) and not UNIT_WORD.match(text):
+                    errors.append(f"ray_labels: {what} {text!r} of {name!r} has a character that would break the unit's "
+                                  "command line (use letters, digits and _ . : / -)")
+    if isinstance(resources, Mapping):
+        for name in resources:
+            if not isinstance(name, str) or not UNIT_WORD.match(name):
+                errors.append(f"ray_resources: name {name!r} has a character that would break the unit's command line "
+                              "(use letters, digits and _ . : / -)")
+    if not isinstance(environment, Mapping):
+        return [*errors, f"ray_environment must map names to values, got {environment!r}"]
+    for name, value in environment.items():
+        if not isinstance(name, str) or not ENV_NAME.match(name):
+            errors.append(f"ray_environment: {name!r} is not a variable name")
+        elif AUTH_SWITCH.match(name):
+            errors.append(f"ray_environment: {name} would change Ray's authentication; the kit keeps token "
+                          "authentication on (remove it)")
+        if isinstance(value, (dict, list)) or ENV_VALUE_BREAKS.search(str(value)):
+            errors.append(f"ray_environment: the value of {name} has a quote, a backslash or a line break, which "
+                          "would break /etc/ray/ray.env")
+    return errors
+
+
+def ray_user_errors(name: str, found: Any, uid: Any, login_user: str) -> list[str]:
+    """Ray's user must be an account of its own: not root, not the SSH user, not a person's."""
+    if name in ("root", login_user) or uid == 0:
+        return [f"ray_user {name!r} is {'root' if name == 'root' or uid == 0 else 'the SSH user'}; Ray needs an account "
+                "of its own (the kit makes it: no login shell, no sudo)"]
+    # The kit's own account has its home in /var/lib/NAME (a shell set by hand there is repaired);
+    # any other existing account belongs to a person or a service, which provision would change.
+    if not found or found["home"] == f"/var/lib/{name}":
+        return []
+    if found["home"] == "/home" or found["home"].startswith("/home/"):
+        why = f"with its home in {found['home']}"
+    elif found["shell"] not in ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false", "/usr/bin/false"):
+        why = f"with a login shell ({found['shell']})"
+    else:
+        why = f"of another service (home {found['home']})"
+    return [f"ray_user {name!r} is an existing account {why}; Ray needs an account of its own (the kit makes it)"]
+
+
+def ray_same_machines(hosts: list[Mapping[str, Any]]) -> list[str]:
+    """Hosts (their hostvars) that are one machine or share a node IP: each node must be listed
+    once. One machine: the same /etc/machine-id (as the probe read it) and the same addresses;
+    cloned machines share the first, not the second."""
+
+    def machine(host: Mapping[str, Any]) -> str:
+        found = (host.get("_ray_probe") or {}).get("machine_id")
+        addresses = sorted(host.get("ansible_facts", {}).get("all_ipv4_addresses", []))
+        return f"{found} {' '.join(addresses)}" if found else ""
+
+    errors = []
+    for label, value_of in (
+        ("the same machine (same /etc/machine-id and addresses)", machine),
+        ("given the same node IP", lambda h: h.get("_ray_node_address")),
+    ):
+        seen: dict[str, list[str]] = {}
+        for host in hosts:
+            value = value_of(host)
+            if value:
+                seen.setdefault(value, []).append(host["inventory_hostname"])
+        errors += [f"{' and '.join(names)} are {label}; list each machine once in the inventory"
+                   for names in seen.values() if len(names) > 1]
+    return errors
+
+
+def ray_object_store_errors(store_bytes: Any, shm_bytes: Any, set_by_user: bool) -> list[str]:
+    """An object store below Ray's minimum: Ray refuses to start, and systemd would restart it forever."""
+    if store_bytes is None or int(store_bytes) >= OBJECT_STORE_MINIMUM_BYTES:
+        return []
+    why = "ray_object_store_memory" if set_by_user else f"80% of this host's /dev/shm ({int(shm_bytes)} bytes)"
+    return [f"the object store would be {int(store_bytes)} bytes ({why}), below Ray's minimum of "
+            f"{OBJECT_STORE_MINIMUM_BYTES} bytes; set ray_object_store_memory higher or enlarge /dev/shm"]
+
+
+# Debian's names for the architectures Ansible reports.
+DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "armhf", "ppc64le": "ppc64el", "s390x": "s390x"}
+
+
+def ray_deb_errors(debs: list[str], arch: str, controller_arch: str, controller_release: str,
+                   head_release: str) -> list[str]:
+    """Redis packages the controller would give the head, made for another architecture or release.
+    debs are the cached file names (NAME_VERSION_ARCH.deb); the controller downloads the rest
+    for its own Debian architecture and release."""
+    want = DEBIAN_ARCH.get(arch, arch)
+    errors = []
+    if (controller_arch, controller_release) != (want, head_release):
+        errors.append(f"the controller downloads Redis's packages for its own Debian ({controller_release}, "
+                      f"{controller_arch}), the head runs {head_release} on {want}")
+    wrong = [deb for deb in debs if deb.removesuffix(".deb").rsplit("_", 1)[-1] not in (want, "all")]
+    if wrong:
+        errors.append(f"cached Redis packages for another architecture than the head's ({want}): {', '.join(sorted(wrong))}")
+    return errors
+
+
+def ray_paths_differ(found: Mapping[str, Any], wanted: Mapping[str, Any], paths: list[str]) -> list[str]:
+    """Which of paths the probe found otherwise than wanted (content, owner, group or mode)."""
+    return [path for path in paths if found.get(path) != wanted.get(path)]
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {
+            "ray_prefix_errors": ray_prefix_errors,
+            "ray_prefix_parent_errors": ray_prefix_parent_errors,
+            "ray_value_errors": ray_value_errors,
+            "ray_user_errors": ray_user_errors,
+            "ray_same_machines": ray_same_machines,
+            "ray_object_store_errors": ray_object_store_errors,
+            "ray_paths_differ": ray_paths_differ,
+            "ray_deb_errors": ray_deb_errors,
+        }

@@ -1,0 +1,106 @@
+"""The report script's manifest (roles/ray/files/raykit_report.py): every added, changed or removed
+file of an environment is named; an edit that keeps size and time only by the deep check."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "roles/ray/files/raykit_report.py"
+spec = importlib.util.spec_from_file_location("raykit_report", SCRIPT)
+report = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(report)
+
+# On a host the environment is root's; here it is whoever runs the tests.
+report.OWNER_UID = os.geteuid()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Path:
+    root = tmp_path / "venvs" / "ray-env"
+    site = root / "lib/python3.11/site-packages"
+    (site / "ray").mkdir(parents=True)
+    (site / "ray/__init__.py").write_text("version = 1\n")
+    (site / "ray-2.60.0.dist-info").mkdir()
+    (site / "ray-2.60.0.dist-info/RECORD").write_text("ray/__init__.py,sha256=x,12\n")
+    (root / "bin").mkdir()
+    (root / "bin/python").symlink_to("/usr/bin/python3")
+    for path in [root, *root.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    report.write_manifest(str(root))
+    return root
+
+
+def test_a_fresh_environment_is_trusted_and_its_digest_ignores_host_specific_files(env: Path) -> None:
+    found = report.tampering(str(env), deep=True)
+    assert (found["trusted"], found["files"]) == (True, [])
+    record = env / "lib/python3.11/site-packages/ray-2.60.0.dist-info/RECORD"
+    record.write_text(record.read_text() + "ray-2.60.0.dist-info/uv_cache.json,sha256=y,3\n")
+    report.write_manifest(str(env))
+    assert report.tampering(str(env), deep=False)["digest"] == found["digest"]
+
+
+def test_added_changed_and_removed_files_are_each_named(env: Path) -> None:
+    site = env / "lib/python3.11/site-packages"
+    (site / "planted.pth").write_text("import os\n")
+    (site / "ray/__init__.py").write_text("version = 2; import os\n")
+    (site / "ray-2.60.0.dist-info/RECORD").unlink()
+    (env / "bin/python").unlink()
+    (env / "bin/python").symlink_to("/tmp/python3")
+    found = report.tampering(str(env), deep=False)
+    assert not found["trusted"]
+    assert sorted(found["files"]) == sorted([
+        f"added: {site}/planted.pth", f"changed: {site}/ray/__init__.py",
+        f"removed: {site}/ray-2.60.0.dist-info/RECORD", f"changed: {env}/bin/python",
+    ])  # fmt: skip
+
+
+def test_an_edit_that_keeps_size_and_time_is_found_only_by_the_deep_check(env: Path) -> None:
+    module = env / "lib/python3.11/site-packages/ray/__init__.py"
+    before = module.stat()
+    module.write_text("version = 9\n")
+    os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert report.tampering(str(env), deep=False)["trusted"]
+    assert report.tampering(str(env), deep=True)["files"] == [f"changed: {module}"]
+
+
+def test_a_file_others_may_write_or_no_manifest_is_untrusted(env: Path) -> None:
+    module = env / "lib/python3.11/site-packages/ray/__init__.py"
+    module.chmod(0o666)
+    assert f"writable by others or not root's: {module}" in report.tampering(str(env), deep=False)["files"]
+    module.chmod(0o644)
+    fifo = env / "lib/python3.11/site-packages/ray/pipe"
+    os.mkfifo(fifo)
+    found = report.tampering(str(env), deep=True)  # never opens the FIFO (it would block)
+    assert f"writable by others or not root's: {fifo}" in found["files"] and f"added: {fifo}" in found["files"]
+    fifo.unlink()
+    Path(report.manifest_path(str(env))).unlink()
+    found = report.tampering(str(env), deep=False)
+    assert not found["trusted"] and "no manifest" in found["files"][0]
+
+
+def test_the_manifest_is_written_as_a_new_file_never_through_a_link_left_in_its_place(env: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    manifest = Path(report.manifest_path(str(env)))
+    manifest.unlink()
+    manifest.symlink_to(victim)
+    report.write_manifest(str(env))
+    assert victim.read_text() == "keep me\n" and not manifest.is_symlink()
+    assert report.tampering(str(env), deep=True)["trusted"]
+
+
+def test_uvs_lock_file_writable_by_all_is_closed_before_the_manifest(tmp_path: Path) -> None:
+    env = tmp_path / "venvs" / "e"
+    env.mkdir(parents=True)
+    (tmp_path / "venvs").chmod(0o755)
+    env.chmod(0o755)
+    lock = env / ".lock"
+    lock.touch()
+    lock.chmod(0o666)
+    report.write_manifest(str(env))
+    assert lock.stat().st_mode & 0o777 == 0o644 and report.tampering(str(env), deep=False)["trusted"]
