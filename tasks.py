@@ -6,6 +6,7 @@ Run `invoke --list` for the tasks; defaults come from invoke.yaml.
 from __future__ import annotations
 
 import configparser
+import functools
 import json
 import os
 import platform
@@ -295,7 +296,9 @@ def doctor(c, inventory=None, verbose=False, deep=False):
         ran = playbook(c, "doctor", inventory, *extra, check=False, hide=None if verbose else "out")
         if not out.exists():
             print(ran.stdout[-4000:])
-            raise Exit(f"error: doctor could not read the cluster (ansible-playbook exit {ran.exited}); see above", code=1)
+            raise Exit(
+                f"error: doctor could not read the cluster (ansible-playbook exit {ran.exited}); see above", code=1
+            )
         state = json.loads(out.read_text())
     findings = doctorkit.diagnose(
         state, cluster.ray_nodes(state), doctorkit.token_digest(Path(state["token_file"])), cluster.auth_mode(state)
@@ -499,9 +502,12 @@ def _venv_bin(name: str) -> str:
 
 
 @task
-def lint(c):
-    """yamllint and ansible-lint (production profile) over the repository."""
+def lint(c: Context) -> None:
+    """ruff (lint and format), mypy, yamllint and ansible-lint (production profile) over the repository."""
     with c.cd(str(ROOT)):
+        c.run(f"{_venv_bin('ruff')} check .", echo=True)
+        c.run(f"{_venv_bin('ruff')} format --check .", echo=True)
+        c.run(f"{_venv_bin('mypy')}", echo=True)
         c.run(f"{_venv_bin('yamllint')} --strict .", echo=True)
         c.run(f"{_venv_bin('ansible-lint')} --profile production", echo=True)
 
@@ -528,7 +534,7 @@ def lab_only(c: Context, inventory: str | None, task_name: str) -> None:
     lab_inventory_path = (ROOT / c.config.lab.inventory).resolve()
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "ansible.cfg")
-    given = (ROOT / (inventory or cfg.get("defaults", "inventory", fallback=""))).resolve()
+    given = (ROOT / (inventory or cfg.get("defaults", "inventory", fallback="") or "")).resolve()
     if given != lab_inventory_path or labkit.load_state(lab_settings(c)) is None:
         raise Exit(
             f"error: {task_name} resets, stops and reboots hosts, so it runs only on the local lab "
@@ -584,7 +590,7 @@ def bench_cluster(c, inventory=None):
         say(f"bench: bytes sent per host by a cold provision: {tar.stat().st_size} ({tar.parent.name})")
 
 
-@task
+@task()
 def bench_faults(c):
     """Measure recovery on the local lab's cluster: a killed raylet, reboots, a cut link."""
     lab_only(c, None, "bench.faults")
@@ -608,7 +614,9 @@ def bench_faults(c):
         _, host = labkit.find_host(settings, name)
         since = "$(systemctl show ray --property=ExecMainStartTimestamp --value --timestamp=unix)"
         check = f'sudo journalctl --unit=ray --output=cat --since="{since}" | grep -q "Ray runtime started"'
-        return subprocess.run(labkit.ssh_command(settings, host, check), capture_output=True, check=False).returncode == 0
+        return (
+            subprocess.run(labkit.ssh_command(settings, host, check), capture_output=True, check=False).returncode == 0
+        )
 
     def measure(name: str, fault, host: str | None, up_ips: set[str] = ips) -> None:
         gone = node_ids(host)
@@ -619,7 +627,7 @@ def bench_faults(c):
         say(f"bench: {name}: {figures[-1]['seconds']} s")
         for each in [head, *workers] if host is None else [host]:  # the next fault starts from a settled cluster
             if state["hosts"][each]["ip"] in up_ips:
-                labkit.wait_until(lambda name=each: started(name), 60, f"{each}'s ray start to finish")
+                labkit.wait_until(functools.partial(started, each), 60, f"{each}'s ray start to finish")
 
     def kill_raylet() -> None:
         _, host = labkit.find_host(settings, first)
@@ -667,7 +675,23 @@ bench.add_task(bench_lab, name="lab")
 bench.add_task(bench_cluster, name="cluster")
 bench.add_task(bench_faults, name="faults")
 ns = Collection(
-    demo, lint, test, lock, provision, deploy, versions, status, doctor, stop, start, restart, logs, dashboard, reset, run, examples
+    demo,
+    lint,
+    test,
+    lock,
+    provision,
+    deploy,
+    versions,
+    status,
+    doctor,
+    stop,
+    start,
+    restart,
+    logs,
+    dashboard,
+    reset,
+    run,
+    examples,
 )
 ns.add_collection(lab)
 ns.add_collection(Collection("token", token_rotate))

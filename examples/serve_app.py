@@ -77,7 +77,7 @@ def replica_hosts(wait_s: float = 15) -> list[str]:
 def main() -> None:
     ray.init()
     alive = len([n for n in ray.nodes() if n["Alive"]])
-    if REPLICAS > alive:
+    if alive < REPLICAS:
         # With one replica per node the rest could never be placed and serve.run would wait forever.
         raise SystemExit(f"FAIL: {REPLICAS} replicas need {REPLICAS} nodes, {alive} alive")
 

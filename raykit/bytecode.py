@@ -73,10 +73,10 @@ def imported_files(site_dir: str, entries: list[str]) -> list[str]:
                 dashboard_utils.get_all_modules(getattr(importlib.import_module(module), cls))
             else:
                 importlib.import_module(entry)
-        except Exception:  # noqa: BLE001 - any failure only costs this entry's pycs
+        except Exception:
             print(f"warning: skipping {entry}: {traceback.format_exc().splitlines()[-1]}", file=sys.stderr)
     prefix = site_dir.rstrip("/") + "/"
-    files = {m.__file__ for m in list(sys.modules.values()) if isinstance(getattr(m, "__file__", None), str)}
+    files = {file for m in list(sys.modules.values()) if isinstance(file := getattr(m, "__file__", None), str)}
     return sorted(f.removeprefix(prefix) for f in files if f.startswith(prefix) and f.endswith(".py"))
 
 
@@ -118,6 +118,7 @@ def pack(site_dir: Path, files: list[str], out: Path) -> None:
                 str(site_dir / rel), cfile=os.path.join(tmp, cache), dfile=rel, doraise=True,
                 invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
             )  # fmt: skip
+            assert pyc is not None  # doraise: a failure raises instead
             data = Path(pyc).read_bytes()
             info = tarfile.TarInfo(str(venv_site / cache))
             info.size, info.mode, info.mtime = len(data), 0o644, 0

@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,7 @@ def poll_alive(
         time.sleep(0.5)
 
 
-def wait_for_cluster(state: dict[str, Any], ips: set[str], gone: set[str] = frozenset(), timeout: float = 120) -> float:
+def wait_for_cluster(state: dict[str, Any], ips: set[str], gone: Set[str] = frozenset(), timeout: float = 120) -> float:
     """Seconds until Ray has exactly one alive node per IP in `ips` and none of the node ids
     in `gone` (nodes that were lost and must come back as new ones)."""
     start = time.monotonic()
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     state = {"dashboard_url": args.dashboard_url, "token_file": args.token_file}
     try:
         joined, alive, error = poll_alive(state, lambda nodes: members(nodes) == sorted(args.nodes), args.timeout)
-    except Exception as exc:  # noqa: BLE001 - reported to the role: a pipe lookup drops stderr
+    except Exception as exc:
         joined, alive, error = False, [], f"the join check failed: {type(exc).__name__}: {exc}"
     missing = sorted((Counter(args.nodes) - Counter(members(alive))).elements())
     print(json.dumps({"joined": joined, "alive": members(alive), "missing": missing, "error": error}))

@@ -19,6 +19,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 HEADER_PREFIX = "# raykit-lock: "
 # Oldest glibc the wheels may need (Debian 11+, Ubuntu 20.04+, RHEL 9).
@@ -62,19 +63,26 @@ def header(pins: Pins, arch: str, known_extras: list[str]) -> str:
     return HEADER_PREFIX + json.dumps(data, sort_keys=True)
 
 
-def read_header(path: Path) -> dict[str, object]:
+def read_header(path: Path) -> dict[str, Any]:
     first = path.read_text().split("\n", 1)[0]
     if not first.startswith(HEADER_PREFIX):
         raise LockError(f"{path} has no raykit header; run `invoke lock`")
     return json.loads(first[len(HEADER_PREFIX) :])
 
 
+def unknown_extras(extras: list[str] | tuple[str, ...], known: list[str], ray_version: str) -> list[str]:
+    """The problem with extras Ray does not have (at lock time, and in preflight against the lock)."""
+    unknown = sorted(set(extras) - set(known))
+    if not unknown:
+        return []
+    return [f"ray_extras: unknown extra {', '.join(unknown)} (Ray {ray_version} has: {', '.join(known)})"]
+
+
 def compile_lock(pins: Pins, arch: str, out_dir: Path, uv: str) -> bool:
     """Resolve the pins for one architecture; returns whether the lock file changed."""
     known = ray_known_extras(pins.ray_version)
-    unknown = sorted(set(pins.ray_extras) - set(known))
-    if unknown:
-        raise LockError(f"ray_extras: unknown extra {', '.join(unknown)} (Ray {pins.ray_version} has: {', '.join(known)})")
+    for problem in unknown_extras(pins.ray_extras, known, pins.ray_version):
+        raise LockError(problem)
     with tempfile.TemporaryDirectory() as tmp:
         req, out = Path(tmp, "cluster.in"), Path(tmp, "cluster.txt")
         req.write_text(pins.requirements())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -11,7 +12,7 @@ from raykit.lab import Host, LabSettings
 HEADER = "# Written by `invoke lab.up` for this machine's lab; edits are overwritten.\n"
 
 
-def lab_inventory(settings: LabSettings, hosts: tuple[Host, ...]) -> dict[str, object]:
+def lab_inventory(settings: LabSettings, hosts: tuple[Host, ...]) -> dict[str, Any]:
     """The lab as an inventory of real machines: first host is the head, the rest are workers."""
     head, *workers = hosts
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import inspect
 import ipaddress
@@ -194,8 +195,7 @@ def check_against_state(state: LabState | None, settings: LabSettings, count: in
         )
     if state.bridge != settings.bridge:
         raise LabError(
-            f"the lab already uses bridge {state.bridge}; "
-            f"run `invoke lab.down` before using bridge {settings.bridge}"
+            f"the lab already uses bridge {state.bridge}; run `invoke lab.down` before using bridge {settings.bridge}"
         )
     if count < len(state.hosts):
         raise LabError(
@@ -214,10 +214,7 @@ def etc_hosts(hosts: tuple[Host, ...]) -> str:
 def network_unit(address: str, prefixlen: int) -> str:
     # Sorts before the shipped 80-container-host0.network, which would give
     # the host a link-local address only.
-    return (
-        "[Match]\nName=host0\n\n"
-        f"[Network]\nAddress={address}/{prefixlen}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
-    )
+    return f"[Match]\nName=host0\n\n[Network]\nAddress={address}/{prefixlen}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
 
 
 # --- state and locking --------------------------------------------------------
@@ -401,10 +398,7 @@ def container_init(root: Path) -> int | None:
 
 def is_mounted(path: Path) -> bool:
     target = str(path)
-    for line in _read("/proc/self/mountinfo").splitlines():
-        if line.split()[4] == target:
-            return True
-    return False
+    return any(line.split()[4] == target for line in _read("/proc/self/mountinfo").splitlines())
 
 
 def host_state(settings: LabSettings, name: str) -> str:
@@ -439,9 +433,8 @@ def kill_host(settings: LabSettings, name: str) -> None:
         BOOT_TIMEOUT_S,
         f"the processes of {name} to end",
     )
-    if is_mounted(root):
-        if subprocess.run(["umount", str(root)], capture_output=True, check=False).returncode:
-            run(["umount", "--lazy", str(root)])
+    if is_mounted(root) and subprocess.run(["umount", str(root)], capture_output=True, check=False).returncode:
+        run(["umount", "--lazy", str(root)])
     delete_veth(name)
     # systemd-nspawn's own scratch folder, which it cannot remove when it is killed.
     shutil.rmtree(Path("/run/systemd/nspawn/propagate", name), ignore_errors=True)
@@ -592,11 +585,13 @@ def can_log_in(settings: LabSettings, host: Host) -> bool:
 
 
 def wait_for_ssh(settings: LabSettings, hosts: tuple[Host, ...], timeout: float = BOOT_TIMEOUT_S) -> None:
-    write_known_hosts(settings, load_state(settings).hosts)  # every caller saved the state first
+    state = load_state(settings)
+    assert state is not None, "every caller saves the lab's state first"
+    write_known_hosts(settings, state.hosts)
     deadline = time.monotonic() + timeout
     for host in hosts:
         wait_until(
-            lambda h=host: can_log_in(settings, h),
+            functools.partial(can_log_in, settings, host),
             max(deadline - time.monotonic(), 0.1),
             f"a login on {host.name} ({host.address}); see {host_dir(settings, host.name) / 'console.log'}",
             interval=0.5,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
 import io
 import json
 import platform
@@ -30,6 +31,15 @@ from raykit.cluster_lock import read_header
 
 PIP_TIMEOUT_S = 600
 BYTECODE_TIMEOUT_S = 600
+# Bumped when what a wheelhouse holds changes (2: the node's bytecode), so hosts get the new one.
+FORMAT = 2
+
+
+def wheelhouse_id(lock: Path, arch: str, index_only: bool) -> str:
+    """The wheelhouse's name, on the controller and the hosts: content-addressed by the lock
+    and FORMAT, so an unchanged one is never copied again."""
+    digest = hashlib.sha256((lock.read_text().rstrip() + str(FORMAT)).encode()).hexdigest()[:16]
+    return f"{arch}-{digest}{'-index' if index_only else ''}"
 
 
 def requirement_blocks(lock_text: str) -> dict[str, str]:

@@ -64,7 +64,6 @@ class LabHost:
             pytest.fail(f"{self.name}: {command!r} exited {result.returncode}: {result.stderr.strip()}")
         return result
 
-
     def copy(self, local: Path, remote: str) -> None:
         scp = ["scp", "-q", "-i", self.key, "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "BatchMode=yes",
                str(local), f"{self.user}@{self.address}:{remote}"]  # fmt: skip
@@ -80,7 +79,11 @@ def read_inventory() -> dict[str, LabHost]:
     for group in ("ray_head", "ray_workers"):
         for name, hvars in (inv["children"][group]["hosts"] or {}).items():
             hosts[name] = LabHost(
-                name, hvars["ansible_host"], inv["vars"]["ansible_user"], inv["vars"]["ansible_ssh_private_key_file"], known
+                name,
+                hvars["ansible_host"],
+                inv["vars"]["ansible_user"],
+                inv["vars"]["ansible_ssh_private_key_file"],
+                known,
             )
     return hosts
 

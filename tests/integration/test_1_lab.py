@@ -144,7 +144,9 @@ def test_hosts_resolve_each_other_by_name_without_a_dns_server(lab: dict[str, La
         assert time.monotonic() - start < 3
     head = next(iter(lab.values()))
     for peer in lab:
-        assert head.ssh(f"ping -c1 -W2 {peer} >/dev/null 2>&1 || timeout 2 bash -c '</dev/tcp/{peer}/22'").returncode == 0
+        assert (
+            head.ssh(f"ping -c1 -W2 {peer} >/dev/null 2>&1 || timeout 2 bash -c '</dev/tcp/{peer}/22'").returncode == 0
+        )
 
 
 def test_lab_up_again_changes_nothing(lab: dict[str, LabHost]) -> None:

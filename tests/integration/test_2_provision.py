@@ -29,7 +29,7 @@ ENV = f"/opt/ray/venvs/ray-{PINS['ray_version']}-py{PINS['ray_python_version']}"
 # (uv_cache.json is uv's own bookkeeping of file times).
 DIRECT_CHECK = (
     "/opt/ray/current/bin/python -c 'import importlib.metadata as m, platform;"
-    " print(platform.python_version(), m.version(\"ray\"))'"
+    ' print(platform.python_version(), m.version("ray"))\''
     " && cat /opt/ray/current/lib/python3*/site-packages/*.dist-info/RECORD | grep -v uv_cache.json"
     " | sort | sha256sum | cut -c1-64"
 )
@@ -158,9 +158,7 @@ def test_redis_packages_of_another_architecture_are_refused(hosts, tmp_path: Pat
     cache = tmp_path / "debs"
     cache.mkdir()
     (cache / "redis-server_5%3a7.0.15-1~deb12u1_arm64.deb").write_bytes(b"")
-    variant = write_inventory_variant(
-        tmp_path, on_every_host(ray_gcs_ft="redis", ray_redis_packages_cache=str(cache))
-    )
+    variant = write_inventory_variant(tmp_path, on_every_host(ray_gcs_ft="redis", ray_redis_packages_cache=str(cache)))
     assert_refused(provision("--inventory", str(variant)),
                    "raylab-1: cached Redis packages for another architecture than the head's (amd64)",
                    "redis-server_5%3a7.0.15-1~deb12u1_arm64.deb")  # fmt: skip
@@ -325,11 +323,11 @@ UNCOMPILED = (
     "sudo -u ray /opt/ray/current/bin/python -B -c '"
     "import importlib.util as u, sys, ray.scripts.scripts, ray.dashboard.dashboard\n"
     "for m in list(sys.modules.values()):\n"
-    "    f = getattr(m, \"__file__\", None) or \"\"\n"
-    "    if f.startswith(sys.prefix) and f.endswith(\".py\"):\n"
-    "        try: pyc = open(u.cache_from_source(f), \"rb\").read(16)\n"
-    "        except OSError: pyc = b\"\"\n"
-    "        if pyc[4:8] != (3).to_bytes(4, \"little\") or pyc[8:] != u.source_hash(open(f, \"rb\").read()):\n"
+    '    f = getattr(m, "__file__", None) or ""\n'
+    '    if f.startswith(sys.prefix) and f.endswith(".py"):\n'
+    '        try: pyc = open(u.cache_from_source(f), "rb").read(16)\n'
+    '        except OSError: pyc = b""\n'
+    '        if pyc[4:8] != (3).to_bytes(4, "little") or pyc[8:] != u.source_hash(open(f, "rb").read()):\n'
     "            print(f)'"
 )
 

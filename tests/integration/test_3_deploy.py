@@ -92,12 +92,17 @@ def test_deploy_before_provision_is_refused_and_starts_nothing(lab, tmp_path: Pa
     [
         ({"ray_dashboard_port": 6379}, "ray_gcs_port and ray_dashboard_port use the same port"),
         ({"ray_metrics_export_port": 12000}, "ray_metrics_export_port is inside the worker port range 10002-19999"),
-        ({"ray_node_ip": "10.77.0.99"}, "ray_node_ip '10.77.0.99' is not an address of this host; the host has: 10.77."),
+        (
+            {"ray_node_ip": "10.77.0.99"},
+            "ray_node_ip '10.77.0.99' is not an address of this host; the host has: 10.77.",
+        ),
     ],
     ids=["ports-collide", "port-in-worker-range", "node-ip-not-on-host"],
 )
 def test_bad_deploy_settings_are_refused(lab, tmp_path: Path, values: dict, message: str) -> None:
-    result = invoke("deploy", "--inventory", str(write_inventory_variant(tmp_path, on_every_host(**values))), check=False)
+    result = invoke(
+        "deploy", "--inventory", str(write_inventory_variant(tmp_path, on_every_host(**values))), check=False
+    )
     assert_refused(result, message)
 
 
@@ -126,7 +131,7 @@ def unit_start_command(host: LabHost) -> list[str]:
 
 
 def test_the_unit_runs_rays_cli_without_the_subcommands_a_node_never_uses(cluster) -> None:
-    # The unit trims Ray's CLI (1.3 s of imports on every start); with this Ray it still
+    # The unit's launcher trims Ray's CLI (imports on every start); with this Ray it still
     # is Ray's CLI, and the serve, job and state subcommands are really left out. A module
     # planted in Ray's working directory (writable by Ray's tasks) is not imported.
     for host in (cluster[HEAD], next(h for name, h in cluster.items() if name != HEAD)):
@@ -158,13 +163,10 @@ def test_deploy_output_never_shows_the_token(cluster) -> None:
 
 def test_a_driver_on_the_head_connects_despite_the_private_tmp(cluster) -> None:
     head = cluster[HEAD]
-    code = (
-        f"import ray; ray.init(address='{head.address}:6379');"
-        " print(int(ray.cluster_resources()['CPU']))"
-    )
+    code = f"import ray; ray.init(address='{head.address}:6379'); print(int(ray.cluster_resources()['CPU']))"
     out = head.ssh(
         "sudo -u ray env RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=/etc/ray/auth_token"
-        f" /opt/ray/current/bin/python -c \"{code}\"",
+        f' /opt/ray/current/bin/python -c "{code}"',
         timeout=120,
     )
     assert int(out.stdout.strip().splitlines()[-1]) == sum(expected_nodes(cluster).values())

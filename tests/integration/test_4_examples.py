@@ -42,7 +42,9 @@ def test_failures_example_really_retries_and_restarts(cluster) -> None:
 def test_a_failing_driver_fails_run_and_shows_the_error(cluster, tmp_path: Path) -> None:
     script = tmp_path / "broken.py"
     script.write_text(
-        "import ray\nray.init()\n\n@ray.remote\ndef boom():\n    raise ValueError('boom-7f3a')\n\nray.get(boom.remote())\n"
+        "import ray\nray.init()\n\n"
+        "@ray.remote\ndef boom():\n    raise ValueError('boom-7f3a')\n\n"
+        "ray.get(boom.remote())\n"
     )
     result = invoke("run", str(script), check=False, timeout=600)
     assert result.returncode == 1

@@ -179,7 +179,9 @@ def test_a_provision_killed_while_installing_converges_on_the_next_run(whole, tm
         result = invoke("provision", "--inventory", variant, check=False)
         assert result.returncode == 0, result.stdout[-3000:]
         freeze = "import importlib.metadata as m; print(sorted((d.name, d.version) for d in m.distributions()))"
-        live, killed = (host.ssh(f'{env}/bin/python -c "{freeze}"').stdout for env in ("/opt/ray/current", f"{prefix}/current"))
+        live, killed = (
+            host.ssh(f'{env}/bin/python -c "{freeze}"').stdout for env in ("/opt/ray/current", f"{prefix}/current")
+        )
         assert killed == live
     finally:
         if run.poll() is None:
@@ -199,7 +201,9 @@ def test_a_deploy_that_fails_on_one_worker_leaves_the_running_cluster_running(wh
         inv["vars"]["ray_join_timeout"] = 30
 
     try:
-        result = invoke("deploy", "--inventory", str(write_inventory_variant(tmp_path, typo_on_one_worker)), check=False)
+        result = invoke(
+            "deploy", "--inventory", str(write_inventory_variant(tmp_path, typo_on_one_worker)), check=False
+        )
         assert result.returncode != 0
         assert f"--- {broken.name}: journalctl -u ray" in result.stdout, result.stdout[-3000:]
         assert {name: (main_pid(h), node_ids(state, h)) for name, h in kept.items()} == before

@@ -84,7 +84,9 @@ def test_doctor_names_a_failing_unit_and_shows_its_journal(whole) -> None:
 def test_doctor_names_a_hand_edited_unit_and_a_head_that_switched_authentication_off(whole) -> None:
     head, worker = whole[HEAD], whole[WORKER]
     worker.ssh("echo '# tuned by hand' | sudo tee -a /etc/systemd/system/ray.service >/dev/null")
-    head.ssh("sudo sed -i 's/^RAY_AUTH_MODE=token$/RAY_AUTH_MODE=disabled/' /etc/ray/ray.env && sudo systemctl restart ray")
+    head.ssh(
+        "sudo sed -i 's/^RAY_AUTH_MODE=token$/RAY_AUTH_MODE=disabled/' /etc/ray/ray.env && sudo systemctl restart ray"
+    )
     try:
         raycluster.wait_for_cluster(ray_state(whole), all_ips(whole), timeout=120)
         result = doctor()
@@ -136,7 +138,10 @@ def test_doctor_names_a_token_mismatch_without_showing_a_token(whole) -> None:
 
 def test_doctor_names_a_dev_shm_smaller_than_the_object_store(whole) -> None:
     host = whole[WORKER]
-    size = re.search(r"size=(\w+)", host.ssh("findmnt --noheadings --output OPTIONS /dev/shm").stdout).group(1)
+    options = host.ssh("findmnt --noheadings --output OPTIONS /dev/shm").stdout
+    found = re.search(r"size=(\w+)", options)
+    assert found, options
+    size = found.group(1)
     host.ssh("sudo mount -o remount,size=256M /dev/shm")
     try:
         assert_finds(doctor(), WORKER, "larger than /dev/shm (0.3 GB)", "ray_object_store_memory")

@@ -115,7 +115,8 @@ def test_an_edit_that_keeps_size_and_time_is_found_by_doctor_deep_and_repaired(c
     victim = workers(cluster)[0]
     module = f"{SITE}/ray/_version.py"
     flip = f"p = {module!r}; b = open(p, 'rb').read(); open(p, 'wb').write(b[:-1] + (b'#' if b[-1:] != b'#' else b' '))"
-    victim.ssh(f"sudo cp -p {module} /tmp/orig.py && sudo python3 -c {shlex.quote(flip)} && sudo touch -r /tmp/orig.py {module}")
+    keep = f"sudo cp -p {module} /tmp/orig.py"
+    victim.ssh(f"{keep} && sudo python3 -c {shlex.quote(flip)} && sudo touch -r /tmp/orig.py {module}")
     assert invoke("doctor", check=False).returncode == 0  # size and time unchanged: the quick check misses it
     deep = invoke("doctor", "--deep", check=False)
     real = module.replace(ENV, "/opt/ray/venvs/ray-2.60.0-py3.11.2")
@@ -128,12 +129,16 @@ def test_an_edit_that_keeps_size_and_time_is_found_by_doctor_deep_and_repaired(c
 def test_an_environment_an_earlier_version_let_ray_write_is_converted_without_a_restart(cluster) -> None:
     victim = workers(cluster)[0]
     real = "/opt/ray/venvs/ray-2.60.0-py3.11.2"
-    victim.ssh(f"sudo rm -f {RECORD} && echo canary | sudo tee /etc/raykit-canary >/dev/null"
-               " && sudo chown -R ray:ray /opt/ray/venvs && sudo rm /opt/ray/venvs/*.manifest.json")
+    victim.ssh(
+        f"sudo rm -f {RECORD} && echo canary | sudo tee /etc/raykit-canary >/dev/null"
+        " && sudo chown -R ray:ray /opt/ray/venvs && sudo rm /opt/ray/venvs/*.manifest.json"
+    )
     # What ray could have left there: code for root to run, no interpreter (so no report),
     # and a link where root writes the manifest.
-    victim.ssh(f"sudo -u ray sh -c {shlex.quote(f'echo {shlex.quote(PAYLOAD)} > {SITE}/raykit_planted.pth')}"
-               f" && sudo -u ray rm {real}/bin/python && sudo -u ray ln -s /etc/raykit-canary {real}.manifest.json")
+    victim.ssh(
+        f"sudo -u ray sh -c {shlex.quote(f'echo {shlex.quote(PAYLOAD)} > {SITE}/raykit_planted.pth')}"
+        f" && sudo -u ray rm {real}/bin/python && sudo -u ray ln -s /etc/raykit-canary {real}.manifest.json"
+    )
     pids = main_pids(cluster)
     assert "no manifest" in invoke("versions", check=False).stdout
     converted = invoke("provision")
@@ -151,7 +156,9 @@ def test_an_environment_an_earlier_version_let_ray_write_is_converted_without_a_
 def test_the_unit_is_sandboxed_and_systemd_rates_it_ok(cluster) -> None:
     for host in cluster.values():
         rating = host.ssh("sudo systemd-analyze security ray.service --no-pager | tail -1").stdout
-        exposure = float(re.search(r"exposure level for ray.service: ([0-9.]+)", rating).group(1))
+        found = re.search(r"exposure level for ray.service: ([0-9.]+)", rating)
+        assert found, (host.name, rating)
+        exposure = float(found.group(1))
         assert exposure <= 5.0, (host.name, rating)
         pid = host.ssh("systemctl show --property=MainPID --value ray").stdout.strip()
         status = host.ssh(f"sudo grep -E '^(CapBnd|CapEff|NoNewPrivs|Seccomp):' /proc/{pid}/status").stdout

@@ -1,8 +1,8 @@
 """A detached counter actor on a worker node, kept by the cluster between jobs.
 
-  create   make it (on a worker: the head's own actors end with the head) and count once
-  count    find it by name and count once more
-  remove   end it
+create   make it (on a worker: the head's own actors end with the head) and count once
+count    find it by name and count once more
+remove   end it
 """
 
 import sys

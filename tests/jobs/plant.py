@@ -18,6 +18,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 RECORD = "/var/lib/ray/planted-ran"
 PAYLOAD = f"import os; open({RECORD!r}, 'a').write(str(os.getuid()) + chr(10))\n"
 HOME = "/var/lib/ray"
+PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
 def targets() -> dict[str, str]:
@@ -29,7 +30,7 @@ def targets() -> dict[str, str]:
         f"{site}/ray/__init__.py": PAYLOAD,
         f"{sys.prefix}/bin/ray": "\n" + PAYLOAD,
         "/etc/ray/ray.env": "PYTHONSTARTUP=/var/lib/ray/sitecustomize.py\n",
-        f"{HOME}/.local/lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages/raykit_planted.pth": PAYLOAD,
+        f"{HOME}/.local/lib/python{PY}/site-packages/raykit_planted.pth": PAYLOAD,
         f"{HOME}/sitecustomize.py": PAYLOAD,
     }
     found.update({uv: "\n" for uv in glob.glob("/opt/ray/wheelhouse/*/uv")})

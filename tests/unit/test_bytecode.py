@@ -33,11 +33,11 @@ def test_pack_lays_checked_hash_pycs_out_like_the_environment(tmp_path: Path) ->
     out = tmp_path / "bytecode.tar.gz"
     bytecode.pack(site, ["pkg/__init__.py", "pkg/used.py"], out)
     with tarfile.open(out) as tf:
-        members = {m.name: tf.extractfile(m).read() for m in tf.getmembers()}
+        members = {m.name: file.read() for m in tf.getmembers() if (file := tf.extractfile(m))}
     tag = importlib.util.cache_from_source("used.py").split(".")[1]  # e.g. cpython-311
-    site = f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
-    assert set(members) == {f"{site}/pkg/__pycache__/{m}.{tag}.pyc" for m in ("__init__", "used")}
-    used = members[f"{site}/pkg/__pycache__/used.{tag}.pyc"]
+    packed = f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
+    assert set(members) == {f"{packed}/pkg/__pycache__/{m}.{tag}.pyc" for m in ("__init__", "used")}
+    used = members[f"{packed}/pkg/__pycache__/used.{tag}.pyc"]
     assert used[4:8] == (3).to_bytes(4, "little")  # PEP 552: hash-based, checked
     assert used[8:16] == importlib.util.source_hash(b"VALUE = 1\n")
 

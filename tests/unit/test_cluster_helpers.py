@@ -90,7 +90,12 @@ def test_status_rows_join_units_with_rays_alive_nodes() -> None:
     assert (head["in_ray"], head["cpus"], head["memory"], head["object_store"], head["uptime"]) == (
         "alive", "2", "2.0G", "1.0G", "1h02m",
     )  # fmt: skip
-    assert (worker["in_ray"], worker["unit"], worker["uptime"], worker["cpus"]) == ("MISSING", "failed/enabled", "-", "-")
+    assert (worker["in_ray"], worker["unit"], worker["uptime"], worker["cpus"]) == (
+        "MISSING",
+        "failed/enabled",
+        "-",
+        "-",
+    )
 
 
 def test_version_rows_flag_drift() -> None:
@@ -124,7 +129,7 @@ def host_probe() -> dict:
     """roles/ray/files/raykit_report.py's functions (the file is passed to python -c, not imported)."""
     source = Path(__file__).parents[2] / "roles/ray/files/raykit_report.py"
     namespace: dict = {"__name__": "raykit_report"}
-    exec(compile(source.read_text(), str(source), "exec"), namespace)  # noqa: S102
+    exec(compile(source.read_text(), str(source), "exec"), namespace)
     return namespace
 
 
@@ -168,7 +173,12 @@ def test_join_check_names_missing_nodes_and_those_with_other_cpus(monkeypatch, c
         "joined": False, "alive": ["10.0.0.1=2", "10.0.0.3=4"], "missing": ["10.0.0.2=2", "10.0.0.3=2"], "error": "",
     }  # fmt: skip
     assert cluster.main([*common, "10.0.0.3=4", "10.0.0.1=2"]) == 0
-    assert json.loads(capsys.readouterr().out) | {"alive": []} == {"joined": True, "alive": [], "missing": [], "error": ""}
+    assert json.loads(capsys.readouterr().out) | {"alive": []} == {
+        "joined": True,
+        "alive": [],
+        "missing": [],
+        "error": "",
+    }
     # Two inventory hosts on one address are two nodes, not one.
     cluster.main([*common, "10.0.0.1=2", "10.0.0.1=2", "10.0.0.3=4"])
     assert json.loads(capsys.readouterr().out) | {"alive": []} == {

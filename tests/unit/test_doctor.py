@@ -12,8 +12,8 @@ TOKEN = "a" * 64
 
 
 def healthy() -> tuple[dict, list[dict]]:
-    hosts = {}
-    nodes = []
+    hosts: dict[str, dict] = {}
+    nodes: list[dict] = []
     for i, name in enumerate(["h1", "h2"]):
         ip = f"10.0.0.{i + 1}"
         hosts[name] = {
@@ -22,7 +22,8 @@ def healthy() -> tuple[dict, list[dict]]:
             "service": {"installed": True, "active": "active", "restarts": 0, "uptime_s": 100},
             "environment": {"problems": []},
             "checks": {
-                "time": 1000.2, "controller_before": 1000.0, "controller_after": 1000.5, "shm_bytes": 2 * 10**9, "token_sha256": TOKEN,
+                "time": 1000.2, "controller_before": 1000.0, "controller_after": 1000.5, "shm_bytes": 2 * 10**9,
+                "token_sha256": TOKEN,
                 "ports": [] if i == 0 else [{"address": "10.0.0.1:6379", "name": "the GCS port of h1", "error": ""}],
                 "journal": "a journal line\n",
             },

@@ -6,23 +6,17 @@ import shlex
 from pathlib import Path
 
 import pytest
+from ray.job_submission import JobStatus
 
 from raykit import jobs
 
 
-class Status(str):
-    """Stands in for ray's JobStatus (a str enum with is_terminal())."""
-
-    def is_terminal(self) -> bool:
-        return self in ("SUCCEEDED", "FAILED", "STOPPED")
-
-
 class FakeClient:
     def __init__(self, statuses: list[str]) -> None:
-        self.statuses = [Status(s) for s in statuses]
+        self.statuses = [JobStatus(s) for s in statuses]
         self.calls = 0
 
-    def get_job_status(self, job_id: str) -> Status:
+    def get_job_status(self, job_id: str) -> JobStatus:
         self.calls += 1
         return self.statuses[min(self.calls, len(self.statuses)) - 1]
 
@@ -88,5 +82,5 @@ def test_wait_gives_up_at_the_deadline() -> None:
 
 
 def test_job_result_ok_only_when_succeeded() -> None:
-    assert jobs.JobResult("j", Status("SUCCEEDED"), 1.0, "").ok  # type: ignore[arg-type]
-    assert not jobs.JobResult("j", Status("FAILED"), 1.0, "").ok  # type: ignore[arg-type]
+    assert jobs.JobResult("j", JobStatus.SUCCEEDED, 1.0, "").ok
+    assert not jobs.JobResult("j", JobStatus.FAILED, 1.0, "").ok

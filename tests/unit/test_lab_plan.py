@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -10,7 +11,7 @@ from raykit import lab as labkit
 
 
 def settings(tmp_path: Path, **overrides: str) -> labkit.LabSettings:
-    values = {
+    values: dict[str, Any] = {
         "state_dir": tmp_path / "state",
         "cache_dir": tmp_path / "cache",
         "bridge": "raykit0",
@@ -48,7 +49,7 @@ def test_host_count_must_be_positive_whole_number(count: object) -> None:
 
 def test_host_count_must_fit_subnet() -> None:
     assert len(labkit.plan_hosts("raylab", "10.77.0.0/24", 244)) == 244
-    with pytest.raises(labkit.LabError, match="does not fit in subnet 10.77.0.0/24"):
+    with pytest.raises(labkit.LabError, match=r"does not fit in subnet 10\.77\.0\.0/24"):
         labkit.plan_hosts("raylab", "10.77.0.0/24", 245)
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
+import json
 from pathlib import Path
 
 import pytest
 
-PLUGIN = Path(__file__).resolve().parents[2] / "roles/ray/filter_plugins/ray_checks.py"
-spec = importlib.util.spec_from_file_location("ray_checks", PLUGIN)
-checks = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(checks)
+from tests.unit import plugins
+
+checks = plugins.load("filter_plugins/ray_checks.py")
 
 KIT_USER = {"shell": "/usr/sbin/nologin", "home": "/var/lib/ray", "home_exists": True, "locked": True}
 
@@ -92,7 +91,10 @@ def test_one_machine_under_two_names_is_refused_and_clones_pass() -> None:
 
 def test_an_object_store_below_rays_minimum_is_refused() -> None:
     assert "below Ray's minimum of 78643200 bytes" in checks.ray_object_store_errors(10**6, None, True)[0]
-    assert "80% of this host's /dev/shm (50000000 bytes)" in checks.ray_object_store_errors(40_000_000, 50_000_000, False)[0]
+    assert (
+        "80% of this host's /dev/shm (50000000 bytes)"
+        in checks.ray_object_store_errors(40_000_000, 50_000_000, False)[0]
+    )
     assert checks.ray_object_store_errors(None, 10**9, False) == []
     assert checks.ray_object_store_errors(10**9, 2 * 10**9, False) == []
 
@@ -109,3 +111,86 @@ def test_redis_packages_for_another_architecture_or_release_are_refused() -> Non
 def test_a_prefix_below_a_folder_others_may_write_is_refused() -> None:
     assert "/tmp above it is not root's" in checks.ray_prefix_parent_errors("/tmp/ray", ["/tmp"])[0]
     assert checks.ray_prefix_parent_errors("/opt/ray", []) == []
+
+
+GOOD_SETTINGS = {
+    "os_family": "Debian", "is_head": True, "ipv4s": ["10.0.0.1"], "ray_python_version": "3.11.2",
+    "ray_num_cpus": None, "ray_num_gpus": 0, "ray_resources": {"ssd": 1}, "ray_labels": {"team": "a"},
+    "ray_environment": {}, "ray_prefix": "/opt/ray", "ray_node_ip": "", "ray_install_source": "wheelhouse",
+    "ray_index_url": "", "ray_gcs_ft": "none", "ray_redis_address": "", "ray_redis_password_file": "/nonexistent",
+    "ray_redis_port": 6380, "ray_gcs_port": 6379, "ray_dashboard_port": 8265, "ray_client_server_port": 10001,
+    "ray_node_manager_port": None, "ray_object_manager_port": None, "ray_metrics_export_port": None,
+    "ray_dashboard_agent_listen_port": None, "ray_runtime_env_agent_port": None,
+    "ray_min_worker_port": 10002, "ray_max_worker_port": 19999,
+}  # fmt: skip
+
+
+def test_good_settings_pass() -> None:
+    assert checks.ray_settings_errors(GOOD_SETTINGS) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"os_family": "RedHat"}, "OS family RedHat is not supported yet"),
+        ({"ray_python_version": "3.11"}, "ray_python_version '3.11' is not X.Y.Z"),
+        ({"ray_num_cpus": -2}, "ray_num_cpus must be a whole number of 0 or more, got -2"),
+        ({"ray_num_gpus": True}, "ray_num_gpus must be a whole number of 0 or more, got true"),
+        ({"ray_num_cpus": 2.5}, "ray_num_cpus must be a whole number"),
+        ({"ray_resources": {"CPU": 4}}, "ray_resources must map names to numbers"),
+        ({"ray_resources": {"ssd": "lots"}}, "ray_resources must map names to numbers"),
+        ({"ray_labels": {"team": 3}}, "ray_labels must map names to text values"),
+        ({"ray_node_ip": "10.0.0.9"}, "ray_node_ip '10.0.0.9' is not an address of this host; the host has: 10.0.0.1"),
+        ({"ipv4s": ["10.0.0.1", "10.0.1.1"]}, "ray_node_ip is not set and the host has 2 addresses"),
+        ({"ray_install_source": "index"}, "ray_install_source is index but ray_index_url is empty"),
+        ({"ray_gcs_ft": "redis", "ray_redis_address": "h:1"}, "its password file /nonexistent does not exist"),
+        ({"ray_gcs_ft": "redis", "ray_redis_port": 6379}, "ray_redis_port 6379 collides with ray_gcs_port"),
+        ({"ray_dashboard_port": 70000}, "ports must be whole numbers from 1 to 65535"),
+        ({"ray_node_manager_port": 6379}, "ray_gcs_port and ray_node_manager_port use the same port"),
+        ({"ray_metrics_export_port": 12000}, "ray_metrics_export_port is inside the worker port range 10002-19999"),
+        ({"ray_prefix": "/usr"}, "ray_prefix '/usr' is a system folder"),
+        ({"ray_environment": {"RAY_AUTH_MODE": "disabled"}}, "RAY_AUTH_MODE would change Ray's authentication"),
+    ],
+)  # fmt: skip
+def test_each_bad_setting_is_named(change: dict, message: str) -> None:
+    errors = checks.ray_settings_errors({**GOOD_SETTINGS, **change})
+    assert any(message in error for error in errors), errors
+
+
+def test_a_workers_ports_leave_out_the_heads() -> None:
+    worker = {**GOOD_SETTINGS, "is_head": False, "ray_node_manager_port": 8265}
+    assert checks.ray_ports(worker, False) == {"ray_node_manager_port": 8265}
+    assert checks.ray_settings_errors(worker) == []
+
+
+def test_every_problem_is_named_at_once() -> None:
+    errors = checks.ray_settings_errors({**GOOD_SETTINGS, "ray_num_cpus": -1, "ray_prefix": "/", "os_family": "Suse"})
+    assert len(errors) == 3, errors
+
+
+PINS = {"ray_version": "2.60.0", "ray_python_version": "3.11.2", "ray_extras": ["default"],
+        "ray_extra_packages": ["numpy"]}  # fmt: skip
+
+
+def _lock(tmp_path: Path, **meta: object) -> str:
+    header = {"arch": "x86_64", "extra_packages": ["numpy"], "python_version": "3.11.2", "ray_extras": ["default"],
+              "ray_known_extras": ["default", "serve"], "ray_version": "2.60.0", **meta}  # fmt: skip
+    path = tmp_path / "cluster-x86_64.txt"
+    path.write_text("# raykit-lock: " + json.dumps(header) + "\nray==2.60.0 \\\n")
+    return str(path)
+
+
+def test_a_lock_made_from_the_pins_passes(tmp_path: Path) -> None:
+    assert checks.ray_lock_errors(_lock(tmp_path), "x86_64", PINS) == []
+
+
+def test_a_missing_lock_says_to_run_lock(tmp_path: Path) -> None:
+    errors = checks.ray_lock_errors(str(tmp_path / "cluster-aarch64.txt"), "aarch64", PINS)
+    assert errors == [f"no lock for architecture aarch64 ({tmp_path}/cluster-aarch64.txt); run `invoke lock`"]
+
+
+def test_changed_pins_and_unknown_extras_are_named(tmp_path: Path) -> None:
+    pins = {**PINS, "ray_version": "2.59.0", "ray_extras": ["default", "bogus"]}
+    unknown, changed = checks.ray_lock_errors(_lock(tmp_path), "x86_64", pins)
+    assert unknown == "ray_extras: unknown extra bogus (Ray 2.60.0 has: default, serve)"
+    assert "ray_version 2.59.0 / lock 2.60.0" in changed and "ray_extras default,bogus / lock default" in changed

@@ -3,19 +3,17 @@ file of an environment is named; an edit that keeps size and time only by the de
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "roles/ray/files/raykit_report.py"
-spec = importlib.util.spec_from_file_location("raykit_report", SCRIPT)
-report = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(report)
+from tests.unit import plugins
+
+report = plugins.load("files/raykit_report.py")
 
 # On a host the environment is root's; here it is whoever runs the tests.
-report.OWNER_UID = os.geteuid()
+vars(report)["OWNER_UID"] = os.geteuid()
 
 
 @pytest.fixture
@@ -83,7 +81,9 @@ def test_a_file_others_may_write_or_no_manifest_is_untrusted(env: Path) -> None:
     assert not found["trusted"] and "no manifest" in found["files"][0]
 
 
-def test_the_manifest_is_written_as_a_new_file_never_through_a_link_left_in_its_place(env: Path, tmp_path: Path) -> None:
+def test_the_manifest_is_written_as_a_new_file_never_through_a_link_left_in_its_place(
+    env: Path, tmp_path: Path
+) -> None:
     victim = tmp_path / "victim"
     victim.write_text("keep me\n")
     manifest = Path(report.manifest_path(str(env)))

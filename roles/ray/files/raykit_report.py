@@ -44,8 +44,12 @@ def probe(spec):
     complete = []
     if os.path.isdir(wheelhouse):
         # A wheelhouse counts only when complete and root's alone: provision runs its uv as root.
-        complete = sorted(d for d in os.listdir(wheelhouse) if os.path.exists(os.path.join(wheelhouse, d, ".complete"))
-                          and not env_files(os.path.join(wheelhouse, d))[1])
+        complete = sorted(
+            d
+            for d in os.listdir(wheelhouse)
+            if os.path.exists(os.path.join(wheelhouse, d, ".complete"))
+            and not env_files(os.path.join(wheelhouse, d))[1]
+        )
     return {
         "python": platform.python_version(),
         # Debian ships ensurepip in python3-venv: without it, `python3 -m venv` fails.
@@ -111,8 +115,11 @@ def path_state(path):
     if kind == "link":
         state["target"] = os.readlink(path)
         return state
-    state.update(owner=name_of(pwd.getpwuid, st.st_uid), group=name_of(grp.getgrgid, st.st_gid),
-                 mode=f"{stat.S_IMODE(st.st_mode):04o}")
+    state.update(
+        owner=name_of(pwd.getpwuid, st.st_uid),
+        group=name_of(grp.getgrgid, st.st_gid),
+        mode=f"{stat.S_IMODE(st.st_mode):04o}",
+    )
     if kind == "file":
         with open(path, "rb") as fh:
             state["sha1"] = hashlib.sha1(fh.read()).hexdigest()  # what Ansible's checksum is
@@ -135,8 +142,12 @@ def user_state(name):
         return None
     with open("/etc/shadow") as fh:
         password = next((ln.split(":")[1] for ln in fh if ln.split(":")[0] == name), None)
-    return {"shell": entry.pw_shell, "home": entry.pw_dir, "home_exists": os.path.isdir(entry.pw_dir),
-            "locked": password == "!"}
+    return {
+        "shell": entry.pw_shell,
+        "home": entry.pw_dir,
+        "home_exists": os.path.isdir(entry.pw_dir),
+        "locked": password == "!",
+    }
 
 
 def uid_of(name):
@@ -185,7 +196,8 @@ def file_entry(path, st, with_hash=True):
 def env_files(env):
     """relative path -> lstat of every file and link in env (folders are checked, not listed),
     and every path not root's or writable by others."""
-    found, loose = {}, []
+    found: dict[str, os.stat_result] = {}
+    loose: list[str] = []
     top = os.lstat(env)
     if top.st_uid != OWNER_UID or top.st_mode & 0o022 or not stat.S_ISDIR(top.st_mode):
         loose.append(env)
@@ -198,8 +210,10 @@ def env_files(env):
             for entry in entries:
                 st = entry.stat(follow_symlinks=False)
                 kind = stat.S_IFMT(st.st_mode)
-                if st.st_uid != OWNER_UID or kind not in (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK) or (
-                    kind != stat.S_IFLNK and st.st_mode & 0o022
+                if (
+                    st.st_uid != OWNER_UID
+                    or kind not in (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK)
+                    or (kind != stat.S_IFLNK and st.st_mode & 0o022)
                 ):
                     loose.append(entry.path)
                 if stat.S_ISDIR(st.st_mode):
@@ -242,8 +256,11 @@ def tampering(env, deep):
     try:
         manifest = json.loads(read_text(manifest_path(env)))["files"]
     except (ValueError, KeyError, TypeError):
-        return {"trusted": False, "files": [f"no manifest {manifest_path(env)}: not installed by this kit as root"],
-                "digest": ""}
+        return {
+            "trusted": False,
+            "files": [f"no manifest {manifest_path(env)}: not installed by this kit as root"],
+            "digest": "",
+        }
     found, loose = env_files(env)
     # The manifest and the folder holding it and the environment must be root's alone too.
     for path in (manifest_path(env), os.path.dirname(env.rstrip("/"))):
@@ -315,10 +332,18 @@ def report(env, lock_text, deep=False):
 
 
 def service(unit, files=()):
-    props = ["LoadState", "ActiveState", "SubState", "UnitFileState", "MainPID", "NRestarts",
-             "ActiveEnterTimestampMonotonic"]
-    out = subprocess.run(["systemctl", "show", unit, "--property=" + ",".join(props)],
-                         capture_output=True, text=True, check=False).stdout
+    props = [
+        "LoadState",
+        "ActiveState",
+        "SubState",
+        "UnitFileState",
+        "MainPID",
+        "NRestarts",
+        "ActiveEnterTimestampMonotonic",
+    ]
+    out = subprocess.run(
+        ["systemctl", "show", unit, "--property=" + ",".join(props)], capture_output=True, text=True, check=False
+    ).stdout
     state = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     now = time.monotonic()  # systemd's monotonic clock
     since = int(state.get("ActiveEnterTimestampMonotonic") or 0) / 1e6
@@ -350,16 +375,32 @@ def check(spec):
         except OSError as exc:
             error = str(exc) or type(exc).__name__
         ports.append({"address": f"{address}:{port}", "name": name, "error": error})
-    journal = subprocess.run(["journalctl", "--unit", spec["unit"], "--lines=15", "--no-pager", "--output=short-precise"],
-                             capture_output=True, text=True, check=False).stdout
-    return {"time": time.time(), "shm_bytes": shm_bytes(), "token_sha256": token, "ports": ports, "journal": journal,
-            "start_up_hooks": start_up_hooks(spec["home"])}
+    journal = subprocess.run(
+        ["journalctl", "--unit", spec["unit"], "--lines=15", "--no-pager", "--output=short-precise"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return {
+        "time": time.time(),
+        "shm_bytes": shm_bytes(),
+        "token_sha256": token,
+        "ports": ports,
+        "journal": journal,
+        "start_up_hooks": start_up_hooks(spec["home"]),
+    }
 
 
 # What a Python started as the ray user in its home would run at start-up: .pth files and
 # site/usercustomize in its user site, and in the home itself (a script's folder).
-HOOKS = (".local/lib/python*/site-packages/*.pth", ".local/lib/python*/site-packages/sitecustomize.py",
-         ".local/lib/python*/site-packages/usercustomize.py", "*.pth", "sitecustomize.py", "usercustomize.py")
+HOOKS = (
+    ".local/lib/python*/site-packages/*.pth",
+    ".local/lib/python*/site-packages/sitecustomize.py",
+    ".local/lib/python*/site-packages/usercustomize.py",
+    "*.pth",
+    "sitecustomize.py",
+    "usercustomize.py",
+)
 
 
 def start_up_hooks(home):

@@ -4,14 +4,49 @@ doctor's of what a host holds."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+from raykit.cluster_lock import LockError, read_header, unknown_extras
 
 # Folders a prefix must never be: reset removes the prefix whole.
 SYSTEM_FOLDERS = frozenset(
-    "/ /bin /boot /dev /etc /home /lib /lib32 /lib64 /media /mnt /opt /proc /root /run /sbin /srv /sys /tmp"
-    " /usr /usr/bin /usr/lib /usr/local /usr/sbin /usr/share /var /var/cache /var/lib /var/log /var/tmp".split()
+    [
+        "/",
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/home",
+        "/lib",
+        "/lib32",
+        "/lib64",
+        "/media",
+        "/mnt",
+        "/opt",
+        "/proc",
+        "/root",
+        "/run",
+        "/sbin",
+        "/srv",
+        "/sys",
+        "/tmp",
+        "/usr",
+        "/usr/bin",
+        "/usr/lib",
+        "/usr/local",
+        "/usr/sbin",
+        "/usr/share",
+        "/var",
+        "/var/cache",
+        "/var/lib",
+        "/var/log",
+        "/var/tmp",
+    ]
 )
 # Label and resource names and label values go into `ray start --labels=k=v,...` and
 # `--resources='{json}'` on the unit's command line: only characters that need no quoting.
@@ -34,20 +69,29 @@ def ray_prefix_errors(prefix: Any) -> list[str]:
     if not isinstance(prefix, str) or not prefix.startswith("/"):
         return [f"ray_prefix {prefix!r} is not an absolute path"]
     if not PREFIX_PATH.match(prefix):
-        return [f"ray_prefix {prefix!r} has a character that would break the unit or PATH (use letters, digits "
-                "and _ . / -)"]
+        return [
+            f"ray_prefix {prefix!r} has a character that would break the unit or PATH (use letters, digits and _ . / -)"
+        ]
     normal = "/" + "/".join(part for part in prefix.split("/") if part)
     if normal in SYSTEM_FOLDERS or ".." in normal.split("/"):
-        return [f"ray_prefix {prefix!r} is a system folder (reset removes the prefix whole); use a folder of its own, "
-                "e.g. /opt/ray"]
+        return [
+            f"ray_prefix {prefix!r} is a system folder (reset removes the prefix whole); use a folder of its own, "
+            "e.g. /opt/ray"
+        ]
     return []
 
 
 def ray_prefix_parent_errors(prefix: str, loose: list[str] | None) -> list[str]:
     """Folders above the prefix that someone but root may write: they could swap the prefix
     (and what root installs and runs there) between two steps of provision."""
-    return [f"ray_prefix {prefix}: {', '.join(loose)} above it is not root's or is writable by others; choose a "
-            "prefix whose parents only root may change"] if loose else []
+    return (
+        [
+            f"ray_prefix {prefix}: {', '.join(loose)} above it is not root's or is writable by others; choose a "
+            "prefix whose parents only root may change"
+        ]
+        if loose
+        else []
+    )
 
 
 def ray_value_errors(labels: Any, resources: Any, environment: Any) -> list[str]:
@@ -58,32 +102,42 @@ def ray_value_errors(labels: Any, resources: Any, environment: Any) -> list[str]
         for name, value in labels.items():
             for what, text in (("name", name), ("value", value)):
                 if isinstance(text, str) and not UNIT_WORD.match(text):
-                    errors.append(f"ray_labels: {what} {text!r} of {name!r} has a character that would break the unit's "
-                                  "command line (use letters, digits and _ . : / -)")
+                    errors.append(
+                        f"ray_labels: {what} {text!r} of {name!r} has a character that would break the unit's "
+                        "command line (use letters, digits and _ . : / -)"
+                    )
     if isinstance(resources, Mapping):
         for name in resources:
             if not isinstance(name, str) or not UNIT_WORD.match(name):
-                errors.append(f"ray_resources: name {name!r} has a character that would break the unit's command line "
-                              "(use letters, digits and _ . : / -)")
+                errors.append(
+                    f"ray_resources: name {name!r} has a character that would break the unit's command line "
+                    "(use letters, digits and _ . : / -)"
+                )
     if not isinstance(environment, Mapping):
         return [*errors, f"ray_environment must map names to values, got {environment!r}"]
     for name, value in environment.items():
         if not isinstance(name, str) or not ENV_NAME.match(name):
             errors.append(f"ray_environment: {name!r} is not a variable name")
         elif AUTH_SWITCH.match(name):
-            errors.append(f"ray_environment: {name} would change Ray's authentication; the kit keeps token "
-                          "authentication on (remove it)")
+            errors.append(
+                f"ray_environment: {name} would change Ray's authentication; the kit keeps token "
+                "authentication on (remove it)"
+            )
         if isinstance(value, (dict, list)) or ENV_VALUE_BREAKS.search(str(value)):
-            errors.append(f"ray_environment: the value of {name} has a quote, a backslash or a line break, which "
-                          "would break /etc/ray/ray.env")
+            errors.append(
+                f"ray_environment: the value of {name} has a quote, a backslash or a line break, which "
+                "would break /etc/ray/ray.env"
+            )
     return errors
 
 
 def ray_user_errors(name: str, found: Any, uid: Any, login_user: str) -> list[str]:
     """Ray's user must be an account of its own: not root, not the SSH user, not a person's."""
     if name in ("root", login_user) or uid == 0:
-        return [f"ray_user {name!r} is {'root' if name == 'root' or uid == 0 else 'the SSH user'}; Ray needs an account "
-                "of its own (the kit makes it: no login shell, no sudo)"]
+        return [
+            f"ray_user {name!r} is {'root' if name == 'root' or uid == 0 else 'the SSH user'}; Ray needs an account "
+            "of its own (the kit makes it: no login shell, no sudo)"
+        ]
     # The kit's own account has its home in /var/lib/NAME (a shell set by hand there is repaired);
     # any other existing account belongs to a person or a service, which provision would change.
     if not found or found["home"] == f"/var/lib/{name}":
@@ -117,8 +171,11 @@ def ray_same_machines(hosts: list[Mapping[str, Any]]) -> list[str]:
             value = value_of(host)
             if value:
                 seen.setdefault(value, []).append(host["inventory_hostname"])
-        errors += [f"{' and '.join(names)} are {label}; list each machine once in the inventory"
-                   for names in seen.values() if len(names) > 1]
+        errors += [
+            f"{' and '.join(names)} are {label}; list each machine once in the inventory"
+            for names in seen.values()
+            if len(names) > 1
+        ]
     return errors
 
 
@@ -127,28 +184,149 @@ def ray_object_store_errors(store_bytes: Any, shm_bytes: Any, set_by_user: bool)
     if store_bytes is None or int(store_bytes) >= OBJECT_STORE_MINIMUM_BYTES:
         return []
     why = "ray_object_store_memory" if set_by_user else f"80% of this host's /dev/shm ({int(shm_bytes)} bytes)"
-    return [f"the object store would be {int(store_bytes)} bytes ({why}), below Ray's minimum of "
-            f"{OBJECT_STORE_MINIMUM_BYTES} bytes; set ray_object_store_memory higher or enlarge /dev/shm"]
+    return [
+        f"the object store would be {int(store_bytes)} bytes ({why}), below Ray's minimum of "
+        f"{OBJECT_STORE_MINIMUM_BYTES} bytes; set ray_object_store_memory higher or enlarge /dev/shm"
+    ]
 
 
 # Debian's names for the architectures Ansible reports.
 DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "armhf", "ppc64le": "ppc64el", "s390x": "s390x"}
 
 
-def ray_deb_errors(debs: list[str], arch: str, controller_arch: str, controller_release: str,
-                   head_release: str) -> list[str]:
+def ray_deb_errors(
+    debs: list[str], arch: str, controller_arch: str, controller_release: str, head_release: str
+) -> list[str]:
     """Redis packages the controller would give the head, made for another architecture or release.
     debs are the cached file names (NAME_VERSION_ARCH.deb); the controller downloads the rest
     for its own Debian architecture and release."""
     want = DEBIAN_ARCH.get(arch, arch)
     errors = []
     if (controller_arch, controller_release) != (want, head_release):
-        errors.append(f"the controller downloads Redis's packages for its own Debian ({controller_release}, "
-                      f"{controller_arch}), the head runs {head_release} on {want}")
+        errors.append(
+            f"the controller downloads Redis's packages for its own Debian ({controller_release}, "
+            f"{controller_arch}), the head runs {head_release} on {want}"
+        )
     wrong = [deb for deb in debs if deb.removesuffix(".deb").rsplit("_", 1)[-1] not in (want, "all")]
     if wrong:
-        errors.append(f"cached Redis packages for another architecture than the head's ({want}): {', '.join(sorted(wrong))}")
+        errors.append(
+            f"cached Redis packages for another architecture than the head's ({want}): {', '.join(sorted(wrong))}"
+        )
     return errors
+
+
+# Resources Ray sets from its own flags (ray_num_cpus, ray_num_gpus, ...), not ray_resources.
+RAY_OWN_RESOURCES = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
+VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
+# The ports every node listens on; the head also the first three.
+HEAD_PORTS = ("ray_gcs_port", "ray_dashboard_port", "ray_client_server_port")
+NODE_PORTS = (
+    "ray_node_manager_port",
+    "ray_object_manager_port",
+    "ray_metrics_export_port",
+    "ray_dashboard_agent_listen_port",
+    "ray_runtime_env_agent_port",
+)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def ray_ports(settings: Mapping[str, Any], is_head: bool) -> dict[str, Any]:
+    """Every port this node listens on, by its variable's name (unset ones left out)."""
+    names = (HEAD_PORTS if is_head else ()) + NODE_PORTS
+    return {name: settings[name] for name in names if settings.get(name) is not None}
+
+
+def ray_settings_errors(s: Mapping[str, Any]) -> list[str]:
+    """Every problem with one host's settings (its public variables, plus os_family, is_head,
+    and ipv4s: the host's addresses but loopback), each naming its field."""
+    errors = []
+    if s["os_family"] != "Debian":
+        errors.append(f"OS family {s['os_family']} is not supported yet (Debian only)")
+    version = s["ray_python_version"]
+    if not (isinstance(version, str) and VERSION.match(version)):
+        errors.append(f"ray_python_version '{version}' is not X.Y.Z (e.g. 3.11.2)")
+    for name in ("ray_num_cpus", "ray_num_gpus"):
+        if s[name] is not None and not (_whole(s[name]) and s[name] >= 0):
+            errors.append(f"{name} must be a whole number of 0 or more, got {json.dumps(s[name])}")
+    resources = s["ray_resources"]
+    if not (
+        isinstance(resources, Mapping)
+        and all(_number(v) and v >= 0 for v in resources.values())
+        and not RAY_OWN_RESOURCES & set(resources)
+    ):
+        errors.append(
+            "ray_resources must map names to numbers of 0 or more (CPUs and GPUs go in "
+            f"ray_num_cpus/ray_num_gpus), got {json.dumps(resources)}"
+        )
+    labels = s["ray_labels"]
+    if not (isinstance(labels, Mapping) and all(isinstance(v, str) for v in labels.values())):
+        errors.append(f"ray_labels must map names to text values, got {json.dumps(labels)}")
+    errors += ray_value_errors(labels, resources, s["ray_environment"])
+    errors += ray_prefix_errors(s["ray_prefix"])
+    ipv4s, wanted = s["ipv4s"], s["ray_node_ip"]
+    node_ip = wanted or (ipv4s[0] if ipv4s else "")
+    if not ((wanted or len(ipv4s) == 1) and node_ip in ipv4s):
+        what = (
+            f"'{wanted}' is not an address of this host"
+            if wanted
+            else f"is not set and the host has {len(ipv4s)} addresses"
+        )
+        errors.append(f"ray_node_ip {what}; the host has: {', '.join(ipv4s)}")
+    if s["ray_install_source"] == "index" and not s["ray_index_url"]:
+        errors.append("ray_install_source is index but ray_index_url is empty")
+    if s["ray_gcs_ft"] != "none" and s["ray_redis_address"]:
+        if not os.path.isfile(os.path.expanduser(s["ray_redis_password_file"])):
+            errors.append(
+                f"ray_redis_address is set but its password file {s['ray_redis_password_file']} does not exist"
+            )
+    elif s["ray_gcs_ft"] != "none" and s["ray_redis_port"] == s["ray_gcs_port"]:
+        errors.append(f"ray_redis_port {s['ray_redis_port']} collides with ray_gcs_port")
+    ports = ray_ports(s, s["is_head"])
+    if not all(_whole(port) and 1 <= port <= 65535 for port in ports.values()):
+        errors.append(f"ports must be whole numbers from 1 to 65535, got {json.dumps(ports)}")
+    ports = {name: port for name, port in ports.items() if _whole(port)}
+    by_port: dict[int, list[str]] = {}
+    for name, port in ports.items():
+        by_port.setdefault(port, []).append(name)
+    errors += [f"{' and '.join(names)} use the same port" for _, names in sorted(by_port.items()) if len(names) > 1]
+    low, high = s["ray_min_worker_port"], s["ray_max_worker_port"]
+    errors += [
+        f"{name} is inside the worker port range {low}-{high}" for name, port in ports.items() if low <= port <= high
+    ]
+    return errors
+
+
+def ray_lock_errors(lock_file: str, arch: str, pins: Mapping[str, Any]) -> list[str]:
+    """The lock for this host's architecture is missing, or was made from other pins than
+    the inventory's (ray_version, ray_python_version, ray_extras, ray_extra_packages)."""
+    try:
+        meta = read_header(Path(lock_file))
+    except FileNotFoundError:
+        return [f"no lock for architecture {arch} ({lock_file}); run `invoke lock`"]
+    except LockError as error:
+        return [str(error)]
+    errors = unknown_extras(pins["ray_extras"], meta["ray_known_extras"], meta["ray_version"])
+    locked = {
+        "ray_version": meta["ray_version"],
+        "ray_python_version": meta["python_version"],
+        "ray_extras": meta["ray_extras"],
+        "ray_extra_packages": meta["extra_packages"],
+    }
+    if {name: pins[name] for name in locked} != locked:
+        differ = ", ".join(f"{name} {_pin(pins[name])} / lock {_pin(value)}" for name, value in locked.items())
+        errors.append(f"the pins are not what the lock was made from ({differ}); run `invoke lock` and commit locks/")
+    return errors
+
+
+def _pin(value: Any) -> str:
+    return ",".join(value) if isinstance(value, list) else str(value)
 
 
 def ray_paths_differ(found: Mapping[str, Any], wanted: Mapping[str, Any], paths: list[str]) -> list[str]:
@@ -167,4 +345,7 @@ class FilterModule:
             "ray_object_store_errors": ray_object_store_errors,
             "ray_paths_differ": ray_paths_differ,
             "ray_deb_errors": ray_deb_errors,
+            "ray_ports": ray_ports,
+            "ray_settings_errors": ray_settings_errors,
+            "ray_lock_errors": ray_lock_errors,
         }

@@ -1,0 +1,79 @@
+"""What provision and deploy write on a node: values the unit and the plan are made from, computed in one
+place (the templates only print them)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+# Ray's default object store is 30% of memory; kept inside /dev/shm (at 80% of it), or Ray
+# falls back to disk.
+RAY_DEFAULT_STORE_SHARE = 0.3
+
+
+def ray_object_store_bytes(wanted: int | None, memtotal_mb: int, shm_bytes: int | None) -> int | None:
+    """The node's --object-store-memory: ray_object_store_memory when set; otherwise None
+    (Ray's default) unless that would not fit in /dev/shm (as the probe found it)."""
+    if wanted is not None:
+        return wanted
+    if shm_bytes is None or memtotal_mb * 1048576 * RAY_DEFAULT_STORE_SHARE <= shm_bytes * 0.9:
+        return None
+    return int(shm_bytes * 0.8)
+
+
+def ray_labels_flag(labels: Mapping[str, str]) -> str:
+    """ray_labels as `ray start --labels` takes them: name=value,name=value."""
+    return ",".join(f"{name}={value}" for name, value in labels.items())
+
+
+def ray_file_states(layout: Mapping[str, Mapping[str, str]], contents: Mapping[str, str]) -> dict[str, Any]:
+    """The paths as the probe reports them once written: the layout (type, owner, group,
+    mode) plus each file's sha1, from its content."""
+    return {
+        path: {**state, **({"sha1": hashlib.sha1(contents[path].encode()).hexdigest()} if path in contents else {})}
+        for path, state in layout.items()
+    }
+
+
+def ray_node_plan(
+    contents: Mapping[str, str],
+    layout: Mapping[str, Mapping[str, str]],
+    settings_files: list[str],
+    probe: Mapping[str, Any],
+    redis_managed: bool,
+) -> dict[str, Any]:
+    """What deploy does on a node, from its rendered files (path -> content) and preflight's
+    probe: the files as the probe would report them once written (layout plus each content's
+    sha1), whether any differs, why the node restarts (its settings files differ, it is not
+    running, or it runs older settings than its files), and whether nothing is left to do."""
+    wanted = ray_file_states(layout, contents)
+    found = probe.get("paths") or {}
+    service = probe.get("service") or {}
+    reasons = [
+        reason
+        for reason, why in (
+            ("settings", any(found.get(path) != wanted[path] for path in settings_files)),
+            ("stopped", service.get("active") != "active"),
+            ("stale", bool(service.get("stale"))),
+        )
+        if why
+    ]
+    files_differ = any(found.get(path) != state for path, state in wanted.items())
+    return {
+        "rendered": dict(contents),
+        "wanted": wanted,
+        "files_differ": files_differ,
+        "restart_reasons": reasons,
+        "converged": not files_differ and not reasons and service.get("enabled") == "enabled" and not redis_managed,
+    }
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {
+            "ray_object_store_bytes": ray_object_store_bytes,
+            "ray_labels_flag": ray_labels_flag,
+            "ray_file_states": ray_file_states,
+            "ray_node_plan": ray_node_plan,
+        }

@@ -1,0 +1,19 @@
+"""Load one of the role's Python files (filter plugins, the report script) by its path:
+they are not in a package."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+ROLE = Path(__file__).resolve().parents[2] / "roles/ray"
+
+
+def load(relative: str) -> ModuleType:
+    path = ROLE / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
