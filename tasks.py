@@ -27,6 +27,7 @@ from raykit import cluster, jobs
 from raykit import doctor as doctorkit
 from raykit import lab as labkit
 from raykit.inventory import lab_inventory, write_inventory
+from raykit.ssh import ssh_argv
 
 ROOT = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
@@ -351,7 +352,7 @@ def logs(c, host, lines=50, follow=False, inventory=None):
     """Show a node's Ray journal (journalctl -u ray)."""
     remote = ["sudo", "journalctl", "--unit=ray", f"--lines={int(lines)}", "--no-pager"]
     remote += ["--follow"] if follow else []
-    c.run(shlex.join(cluster.ssh_argv(host_vars(c, host, inventory), host, remote)), pty=follow)
+    c.run(shlex.join(ssh_argv(host_vars(c, host, inventory), host, remote)), pty=follow)
 
 
 def host_vars(c: Context, host: str, inventory: str | None) -> dict:
@@ -368,7 +369,7 @@ def dashboard(c, inventory=None):
     """How to reach the dashboard and the Jobs API: URL, token use, and an SSH tunnel."""
     state = cluster_state(c, inventory)
     url, token_file = state["dashboard_url"], state["token_file"]
-    ssh = cluster.ssh_argv(host_vars(c, state["head"], inventory), state["head"], [])
+    ssh = ssh_argv(host_vars(c, state["head"], inventory), state["head"], [])
     tunnel = [ssh[0], "-N", "-L", f"8265:{url.split('://', 1)[1]}", *ssh[1:]]
     print(f"dashboard and Jobs API: {url}")
     print(f"token: in {token_file} (mode 0600); the dashboard asks for it, API clients send it:")
@@ -577,7 +578,7 @@ def bench_cluster(c, inventory=None):
     timed("deploy (to all nodes alive)", lambda: deploy(c, inventory=inventory))
     state = cluster_state(c, inventory)
     probe = cluster.RAY_START_PROBE.format(temp_dir="/var/lib/ray/tmp")  # ray_temp_dir, the lab keeps the default
-    found = c.run(shlex.join(cluster.ssh_argv(host_vars(c, state["head"], inventory), state["head"],
+    found = c.run(shlex.join(ssh_argv(host_vars(c, state["head"], inventory), state["head"],
                                               ["sudo", "sh", "-c", probe])), hide=True)  # fmt: skip
     figures.append({"step": "  of which Ray: head's unit start -> every node registered",
                     "seconds": f"{cluster.ray_start_seconds(found.stdout):.1f}"})  # fmt: skip
@@ -631,7 +632,7 @@ def bench_faults(c):
 
     def kill_raylet() -> None:
         _, host = labkit.find_host(settings, first)
-        labkit.run(labkit.ssh_command(settings, host, "sudo", "pkill", "--signal", "KILL", "--exact", "raylet"))
+        labkit.run(labkit.ssh_command(settings, host, ["sudo", "pkill", "--signal", "KILL", "--exact", "raylet"]))
 
     with user_errors():
         cluster.wait_for_cluster(state, ips)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import shlex
 import sys
 import time
 import urllib.error
@@ -113,9 +112,14 @@ def wait_for_cluster(state: dict[str, Any], ips: set[str], gone: Set[str] = froz
     return time.monotonic() - start
 
 
+def member(ip: str, cpus: float) -> str:
+    """A node as deploy's join check names it: "IP=CPUS"."""
+    return f"{ip}={int(cpus)}"
+
+
 def members(alive: list[dict[str, Any]]) -> list[str]:
-    """Alive nodes as deploy's join check names them: "IP=CPUS", sorted."""
-    return sorted(f"{n['node_ip']}={int(n.get('resources_total', {}).get('CPU', 0))}" for n in alive)
+    """Alive nodes as the join check names them, sorted."""
+    return sorted(member(n["node_ip"], n.get("resources_total", {}).get("CPU", 0)) for n in alive)
 
 
 # On the head: when its unit started, and the GCS's registrations of nodes (both its clock).
@@ -173,21 +177,6 @@ def version_rows(state: dict[str, Any]) -> list[dict[str, str]]:
         }
         for host, info in state["hosts"].items()
     ]
-
-
-def ssh_argv(hostvars: dict[str, Any], host: str, remote: list[str]) -> list[str]:
-    """An ssh command line that reaches `host` the way Ansible does, from its inventory vars;
-    with no `remote` command it opens a session (or a tunnel, with -L added)."""
-    argv = ["ssh"]
-    if hostvars.get("ansible_ssh_private_key_file"):
-        argv += ["-i", str(Path(hostvars["ansible_ssh_private_key_file"]).expanduser())]
-    if hostvars.get("ansible_port"):
-        argv += ["-p", str(hostvars["ansible_port"])]
-    argv += shlex.split(hostvars.get("ansible_ssh_common_args", ""))
-    user = hostvars.get("ansible_user")
-    target = hostvars.get("ansible_host", host)
-    argv.append(f"{user}@{target}" if user else target)
-    return argv + ([shlex.join(remote)] if remote else [])
 
 
 def _num(value: float | None) -> str:

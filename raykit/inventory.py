@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from raykit.lab import Host, LabSettings
+from raykit.lab import Host, LabSettings, connection_vars
 
 HEADER = "# Written by `invoke lab.up` for this machine's lab; edits are overwritten.\n"
 
@@ -21,14 +21,7 @@ def lab_inventory(settings: LabSettings, hosts: tuple[Host, ...]) -> dict[str, A
 
     return {
         "all": {
-            "vars": {
-                "ansible_user": settings.admin_user,
-                "ansible_ssh_private_key_file": str(settings.ssh_key),
-                # The lab wrote each host's key, so checking stays strict against that file.
-                "ansible_ssh_common_args": (
-                    f"-o UserKnownHostsFile={settings.known_hosts} -o StrictHostKeyChecking=yes"
-                ),
-            },
+            "vars": connection_vars(settings),
             "children": {
                 "ray_head": {"hosts": {head.name: entry(head)}},
                 "ray_workers": {"hosts": {w.name: entry(w) for w in workers}},

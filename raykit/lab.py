@@ -23,9 +23,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from raykit.ssh import BATCH, ssh_argv
 
 Log = Callable[[str], None]
 
@@ -563,17 +565,19 @@ def ssh_open(address: str) -> bool:
         return False
 
 
-def ssh_command(settings: LabSettings, host: Host, *argv: str) -> list[str]:
-    return [
-        "ssh",
-        "-i", str(settings.ssh_key),
-        "-o", f"UserKnownHostsFile={settings.known_hosts}",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", "BatchMode=yes",
-        "-o", "ConnectTimeout=5",
-        f"{settings.admin_user}@{host.address}",
-        *argv,
-    ]  # fmt: skip
+def connection_vars(settings: LabSettings) -> dict[str, str]:
+    """How Ansible (and everything else) reaches the lab's hosts: the admin user, the lab's
+    key, and strict checking against the host keys the lab wrote."""
+    return {
+        "ansible_user": settings.admin_user,
+        "ansible_ssh_private_key_file": str(settings.ssh_key),
+        "ansible_ssh_common_args": f"-o UserKnownHostsFile={settings.known_hosts} -o StrictHostKeyChecking=yes",
+    }
+
+
+def ssh_command(settings: LabSettings, host: Host, remote: str | Sequence[str] = ()) -> list[str]:
+    hostvars = {**connection_vars(settings), "ansible_host": host.address}
+    return ssh_argv(hostvars, host.name, remote, BATCH)
 
 
 def can_log_in(settings: LabSettings, host: Host) -> bool:

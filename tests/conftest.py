@@ -11,9 +11,12 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+
+from raykit.ssh import BATCH, ssh_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 INVENTORY = ROOT / "inventory" / "lab.yml"
@@ -48,44 +51,29 @@ def invoke(*args: str, check: bool = True, timeout: float = 600) -> subprocess.C
 class LabHost:
     name: str
     address: str
-    user: str
-    key: str
-    known_hosts: str
+    hostvars: dict[str, Any]  # the inventory's, as Ansible reaches the host
 
     def ssh(self, command: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        cmd = [
-            "ssh", "-i", self.key,
-            "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-            f"{self.user}@{self.address}", command,
-        ]  # fmt: skip
+        cmd = ssh_argv(self.hostvars, self.name, command, BATCH)
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         if check and result.returncode != 0:
             pytest.fail(f"{self.name}: {command!r} exited {result.returncode}: {result.stderr.strip()}")
         return result
 
     def copy(self, local: Path, remote: str) -> None:
-        scp = ["scp", "-q", "-i", self.key, "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "BatchMode=yes",
-               str(local), f"{self.user}@{self.address}:{remote}"]  # fmt: skip
+        ssh = ssh_argv(self.hostvars, self.name, options=BATCH)
+        scp = ["scp", "-q", *ssh[1:-1], str(local), f"{ssh[-1]}:{remote}"]
         subprocess.run(scp, check=True, timeout=30)
 
 
 def read_inventory() -> dict[str, LabHost]:
     """The lab's hosts as any Ansible user sees them: from inventory/lab.yml."""
     inv = yaml.safe_load(INVENTORY.read_text())["all"]
-    common = inv["vars"]["ansible_ssh_common_args"].split()
-    known = next(o.split("=", 1)[1] for o in common if o.startswith("UserKnownHostsFile="))
-    hosts = {}
-    for group in ("ray_head", "ray_workers"):
-        for name, hvars in (inv["children"][group]["hosts"] or {}).items():
-            hosts[name] = LabHost(
-                name,
-                hvars["ansible_host"],
-                inv["vars"]["ansible_user"],
-                inv["vars"]["ansible_ssh_private_key_file"],
-                known,
-            )
-    return hosts
+    return {
+        name: LabHost(name, hvars["ansible_host"], {**inv["vars"], **hvars})
+        for group in ("ray_head", "ray_workers")
+        for name, hvars in (inv["children"][group]["hosts"] or {}).items()
+    }
 
 
 def lab_unavailable() -> str | None:

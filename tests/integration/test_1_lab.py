@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from raykit.ssh import BATCH, ssh_argv
 from tests.conftest import INVENTORY, LAB_HOSTS, ROOT, LabHost, invoke, read_inventory
 
 pytestmark = pytest.mark.lab
@@ -108,8 +109,7 @@ def test_each_host_answers_ansible_as_the_admin_user_with_sudo(lab: dict[str, La
 
 def test_root_cannot_log_in_over_ssh(lab: dict[str, LabHost]) -> None:
     host = next(iter(lab.values()))
-    cmd = host.ssh("true", check=False).args
-    as_root = [a.replace(f"{host.user}@", "root@") for a in cmd]
+    as_root = ssh_argv({**host.hostvars, "ansible_user": "root"}, host.name, "true", BATCH)
     result = subprocess.run(as_root, capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 255 and "Permission denied" in result.stderr
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from raykit import cluster, cluster_lock, wheelhouse
+from raykit.ssh import BATCH, ssh_argv
 
 LOCK = """# raykit-lock: {"arch": "x86_64", "python_version": "3.11.2"}
 numpy==2.4.6 \\
@@ -52,6 +53,16 @@ def test_lock_without_header_is_refused(tmp_path: Path) -> None:
     path.write_text("ray==2.60.0\n")
     with pytest.raises(cluster_lock.LockError, match="run `invoke lock`"):
         cluster_lock.read_header(path)
+
+
+def test_the_wheelhouse_is_named_by_its_lock_and_source(tmp_path: Path) -> None:
+    lock = tmp_path / "cluster-x86_64.txt"
+    lock.write_text("# raykit-lock: {}\nray==2.60.0\n")
+    name = wheelhouse.wheelhouse_id(lock, "x86_64", False)
+    assert name.startswith("x86_64-") and len(name) == len("x86_64-") + 16
+    assert wheelhouse.wheelhouse_id(lock, "x86_64", True) == name + "-index"
+    lock.write_text("# raykit-lock: {}\nray==2.61.0\n")
+    assert wheelhouse.wheelhouse_id(lock, "x86_64", False) != name
 
 
 def test_unknown_extra_is_refused_before_resolving(tmp_path: Path) -> None:
@@ -117,12 +128,13 @@ def test_ssh_argv_reaches_a_host_as_ansible_does() -> None:
         "ansible_ssh_private_key_file": "/keys/id",
         "ansible_ssh_common_args": "-o UserKnownHostsFile=/k -o StrictHostKeyChecking=yes",
     }
-    argv = cluster.ssh_argv(hostvars, "raylab-2", ["sudo", "journalctl", "--unit=ray"])
+    argv = ssh_argv(hostvars, "raylab-2", ["sudo", "journalctl", "--unit=ray"])
     assert argv == [
         "ssh", "-i", "/keys/id", "-o", "UserKnownHostsFile=/k", "-o", "StrictHostKeyChecking=yes",
         "ops@10.77.0.12", "sudo journalctl --unit=ray",
     ]  # fmt: skip
-    assert cluster.ssh_argv({}, "plainhost", [])[-1] == "plainhost"
+    assert ssh_argv({}, "plainhost", [])[-1] == "plainhost"
+    assert ssh_argv({}, "h", "sudo a && b", BATCH) == ["ssh", *BATCH, "h", "sudo a && b"]
 
 
 def host_probe() -> dict:

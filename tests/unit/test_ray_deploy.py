@@ -7,7 +7,7 @@ import hashlib
 
 from tests.unit import plugins
 
-node = plugins.load("filter_plugins/ray_deploy.py")
+deploy = plugins.load("filter_plugins/ray_deploy.py")
 
 GIB = 1024**3
 LAYOUT = {
@@ -28,44 +28,44 @@ def _written(contents: dict[str, str]) -> dict[str, dict[str, str]]:
 
 
 def test_the_object_store_is_rays_default_unless_it_would_not_fit_in_dev_shm() -> None:
-    assert node.ray_object_store_bytes(None, 8 * 1024, 4 * GIB) is None
-    assert node.ray_object_store_bytes(None, 64 * 1024, 2 * GIB) == int(2 * GIB * 0.8)
-    assert node.ray_object_store_bytes(None, 64 * 1024, None) is None
-    assert node.ray_object_store_bytes(10**9, 64 * 1024, 2 * GIB) == 10**9
+    assert deploy.ray_object_store_bytes(None, 8 * 1024, 4 * GIB) is None
+    assert deploy.ray_object_store_bytes(None, 64 * 1024, 2 * GIB) == int(2 * GIB * 0.8)
+    assert deploy.ray_object_store_bytes(None, 64 * 1024, None) is None
+    assert deploy.ray_object_store_bytes(10**9, 64 * 1024, 2 * GIB) == 10**9
 
 
 def test_labels_become_one_flag_value() -> None:
-    assert node.ray_labels_flag({"team": "a", "zone": "b"}) == "team=a,zone=b"
+    assert deploy.ray_labels_flag({"team": "a", "zone": "b"}) == "team=a,zone=b"
 
 
 def test_a_node_as_deploy_left_it_is_converged() -> None:
-    plan = node.ray_node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": _written(CONTENTS), "service": RUNNING}, False)
+    plan = deploy.ray_node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": _written(CONTENTS), "service": RUNNING}, False)
     assert plan["converged"] and not plan["files_differ"] and plan["restart_reasons"] == []
     assert plan["wanted"] == _written(CONTENTS) and plan["rendered"] == CONTENTS
 
 
 def test_an_edited_unit_is_written_and_restarts_the_node() -> None:
     found = _written({**CONTENTS, "/etc/systemd/system/ray.service": "[Unit]\nedited\n"})
-    plan = node.ray_node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": found, "service": RUNNING}, False)
+    plan = deploy.ray_node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": found, "service": RUNNING}, False)
     assert plan["files_differ"] and plan["restart_reasons"] == ["settings"] and not plan["converged"]
 
 
 def test_a_loose_folder_is_repaired_without_a_restart() -> None:
     found = _written(CONTENTS)
     found["/etc/ray"] = {**found["/etc/ray"], "mode": "0755"}
-    plan = node.ray_node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": found, "service": RUNNING}, False)
+    plan = deploy.ray_node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": found, "service": RUNNING}, False)
     assert plan["files_differ"] and plan["restart_reasons"] == [] and not plan["converged"]
 
 
 def test_a_stopped_stale_or_disabled_node_is_not_converged() -> None:
     paths = _written(CONTENTS)
-    stopped = node.ray_node_plan(
+    stopped = deploy.ray_node_plan(
         CONTENTS, LAYOUT, SETTINGS, {"paths": paths, "service": {**RUNNING, "active": "failed"}}, False
     )
-    stale = node.ray_node_plan(
+    stale = deploy.ray_node_plan(
         CONTENTS, LAYOUT, SETTINGS, {"paths": paths, "service": {**RUNNING, "stale": True}}, False
     )
-    disabled = node.ray_node_plan(
+    disabled = deploy.ray_node_plan(
         CONTENTS, LAYOUT, SETTINGS, {"paths": paths, "service": {**RUNNING, "enabled": "disabled"}}, False
     )
     assert stopped["restart_reasons"] == ["stopped"] and stale["restart_reasons"] == ["stale"]
@@ -73,10 +73,18 @@ def test_a_stopped_stale_or_disabled_node_is_not_converged() -> None:
 
 
 def test_a_node_never_deployed_gets_everything() -> None:
-    plan = node.ray_node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": {}, "service": {}}, False)
+    plan = deploy.ray_node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": {}, "service": {}}, False)
     assert plan["files_differ"] and plan["restart_reasons"] == ["settings", "stopped"]
 
 
 def test_the_kits_redis_keeps_the_head_from_converging() -> None:
-    plan = node.ray_node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": _written(CONTENTS), "service": RUNNING}, True)
+    plan = deploy.ray_node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": _written(CONTENTS), "service": RUNNING}, True)
     assert not plan["converged"] and plan["restart_reasons"] == []
+
+
+def test_each_host_is_named_for_the_join_check_as_ray_reports_its_node() -> None:
+    hosts = [
+        {"inventory_hostname": "h1", "_ray_node_address": "10.0.0.1", "_ray_expected_cpus": "4"},
+        {"inventory_hostname": "h2", "_ray_node_address": "10.0.0.2", "_ray_expected_cpus": 1},
+    ]
+    assert deploy.ray_join_members(hosts) == {"h1": "10.0.0.1=4", "h2": "10.0.0.2=1"}

@@ -7,6 +7,8 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+from raykit.cluster import member
+
 # Ray's default object store is 30% of memory; kept inside /dev/shm (at 80% of it), or Ray
 # falls back to disk.
 RAY_DEFAULT_STORE_SHARE = 0.3
@@ -69,6 +71,11 @@ def ray_node_plan(
     }
 
 
+def ray_join_members(hosts: list[Mapping[str, Any]]) -> dict[str, str]:
+    """Each host (its hostvars) as the join check names its node: host -> "IP=CPUS"."""
+    return {host["inventory_hostname"]: member(host["_ray_node_address"], host["_ray_expected_cpus"]) for host in hosts}
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -76,4 +83,5 @@ class FilterModule:
             "ray_labels_flag": ray_labels_flag,
             "ray_file_states": ray_file_states,
             "ray_node_plan": ray_node_plan,
+            "ray_join_members": ray_join_members,
         }
