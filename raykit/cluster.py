@@ -194,7 +194,7 @@ def _duration(seconds: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m raykit.cluster wait ...`: deploy's join check (roles/ray/tasks/join.yml). It
+    """`python -m raykit.cluster wait ...`: deploy's join check (roles/ray_node/tasks/join.yml). It
     prints what it saw last as JSON and exits 0 either way: the caller decides (an Ansible
     pipe lookup keeps no output of a failed command)."""
     parser = argparse.ArgumentParser(description="Wait until exactly these nodes are alive in Ray.")

@@ -7,11 +7,12 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
-ROLE = Path(__file__).resolve().parents[2] / "roles/ray"
+ROLES = Path(__file__).resolve().parents[2] / "roles"
 
 
 def load(relative: str) -> ModuleType:
-    path = ROLE / relative
+    """relative: under roles/, e.g. ray/files/raykit_report.py."""
+    path = ROLES / relative
     spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None, path
     module = importlib.util.module_from_spec(spec)

@@ -9,7 +9,7 @@ import pytest
 
 from tests.unit import plugins
 
-checks = plugins.load("filter_plugins/ray_checks.py")
+checks = plugins.load("ray/filter_plugins/ray_checks.py")
 
 KIT_USER = {"shell": "/usr/sbin/nologin", "home": "/var/lib/ray", "home_exists": True, "locked": True}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.unit import plugins
 
-launcher = plugins.load("files/ray_node.py")
+launcher = plugins.load("ray/files/ray_node.py")
 
 
 def test_every_trimmed_subcommand_exists_in_this_ray() -> None:
@@ -31,7 +31,7 @@ def test_the_dependency_check_it_runs_early_exists_in_this_ray() -> None:
 
 def test_ray_start_runs_without_the_trimmed_subcommands() -> None:
     result = subprocess.run(
-        [sys.executable, "-I", str(plugins.ROLE / "files/ray_node.py"), "start", "--help"],
+        [sys.executable, "-I", str(plugins.ROLES / "ray/files/ray_node.py"), "start", "--help"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -10,7 +10,7 @@ import pytest
 
 from tests.unit import plugins
 
-report = plugins.load("files/raykit_report.py")
+report = plugins.load("ray/files/raykit_report.py")
 
 # On a host the environment is root's; here it is whoever runs the tests.
 vars(report)["OWNER_UID"] = os.geteuid()

@@ -1,13 +1,12 @@
-"""What deploy makes of a node (roles/ray/filter_plugins/ray_deploy.py): the object store size,
+"""What provision and deploy write on a host (raykit.plan): the object store size,
 the labels flag, and the plan that decides what to write and which node restarts."""
 
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
-from tests.unit import plugins
-
-deploy = plugins.load("filter_plugins/ray_deploy.py")
+from raykit import plan as kit
 
 GIB = 1024**3
 LAYOUT = {
@@ -28,44 +27,42 @@ def _written(contents: dict[str, str]) -> dict[str, dict[str, str]]:
 
 
 def test_the_object_store_is_rays_default_unless_it_would_not_fit_in_dev_shm() -> None:
-    assert deploy.ray_object_store_bytes(None, 8 * 1024, 4 * GIB) is None
-    assert deploy.ray_object_store_bytes(None, 64 * 1024, 2 * GIB) == int(2 * GIB * 0.8)
-    assert deploy.ray_object_store_bytes(None, 64 * 1024, None) is None
-    assert deploy.ray_object_store_bytes(10**9, 64 * 1024, 2 * GIB) == 10**9
+    assert kit.object_store_bytes(None, 8 * 1024, 4 * GIB) is None
+    assert kit.object_store_bytes(None, 64 * 1024, 2 * GIB) == int(2 * GIB * 0.8)
+    assert kit.object_store_bytes(None, 64 * 1024, None) is None
+    assert kit.object_store_bytes(10**9, 64 * 1024, 2 * GIB) == 10**9
 
 
 def test_labels_become_one_flag_value() -> None:
-    assert deploy.ray_labels_flag({"team": "a", "zone": "b"}) == "team=a,zone=b"
+    assert kit.labels_flag({"team": "a", "zone": "b"}) == "team=a,zone=b"
 
 
 def test_a_node_as_deploy_left_it_is_converged() -> None:
-    plan = deploy.ray_node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": _written(CONTENTS), "service": RUNNING}, False)
+    plan = kit.node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": _written(CONTENTS), "service": RUNNING}, False)
     assert plan["converged"] and not plan["files_differ"] and plan["restart_reasons"] == []
     assert plan["wanted"] == _written(CONTENTS) and plan["rendered"] == CONTENTS
 
 
 def test_an_edited_unit_is_written_and_restarts_the_node() -> None:
     found = _written({**CONTENTS, "/etc/systemd/system/ray.service": "[Unit]\nedited\n"})
-    plan = deploy.ray_node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": found, "service": RUNNING}, False)
+    plan = kit.node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": found, "service": RUNNING}, False)
     assert plan["files_differ"] and plan["restart_reasons"] == ["settings"] and not plan["converged"]
 
 
 def test_a_loose_folder_is_repaired_without_a_restart() -> None:
     found = _written(CONTENTS)
     found["/etc/ray"] = {**found["/etc/ray"], "mode": "0755"}
-    plan = deploy.ray_node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": found, "service": RUNNING}, False)
+    plan = kit.node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": found, "service": RUNNING}, False)
     assert plan["files_differ"] and plan["restart_reasons"] == [] and not plan["converged"]
 
 
 def test_a_stopped_stale_or_disabled_node_is_not_converged() -> None:
     paths = _written(CONTENTS)
-    stopped = deploy.ray_node_plan(
+    stopped = kit.node_plan(
         CONTENTS, LAYOUT, SETTINGS, {"paths": paths, "service": {**RUNNING, "active": "failed"}}, False
     )
-    stale = deploy.ray_node_plan(
-        CONTENTS, LAYOUT, SETTINGS, {"paths": paths, "service": {**RUNNING, "stale": True}}, False
-    )
-    disabled = deploy.ray_node_plan(
+    stale = kit.node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": paths, "service": {**RUNNING, "stale": True}}, False)
+    disabled = kit.node_plan(
         CONTENTS, LAYOUT, SETTINGS, {"paths": paths, "service": {**RUNNING, "enabled": "disabled"}}, False
     )
     assert stopped["restart_reasons"] == ["stopped"] and stale["restart_reasons"] == ["stale"]
@@ -73,18 +70,18 @@ def test_a_stopped_stale_or_disabled_node_is_not_converged() -> None:
 
 
 def test_a_node_never_deployed_gets_everything() -> None:
-    plan = deploy.ray_node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": {}, "service": {}}, False)
+    plan = kit.node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": {}, "service": {}}, False)
     assert plan["files_differ"] and plan["restart_reasons"] == ["settings", "stopped"]
 
 
 def test_the_kits_redis_keeps_the_head_from_converging() -> None:
-    plan = deploy.ray_node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": _written(CONTENTS), "service": RUNNING}, True)
+    plan = kit.node_plan(CONTENTS, LAYOUT, SETTINGS, {"paths": _written(CONTENTS), "service": RUNNING}, True)
     assert not plan["converged"] and plan["restart_reasons"] == []
 
 
 def test_each_host_is_named_for_the_join_check_as_ray_reports_its_node() -> None:
-    hosts = [
+    hosts: list[dict[str, Any]] = [
         {"inventory_hostname": "h1", "_ray_node_address": "10.0.0.1", "_ray_expected_cpus": "4"},
         {"inventory_hostname": "h2", "_ray_node_address": "10.0.0.2", "_ray_expected_cpus": 1},
     ]
-    assert deploy.ray_join_members(hosts) == {"h1": "10.0.0.1=4", "h2": "10.0.0.2=1"}
+    assert kit.join_members(hosts) == {"h1": "10.0.0.1=4", "h2": "10.0.0.2=1"}

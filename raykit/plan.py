@@ -1,10 +1,10 @@
-"""What provision and deploy write on a node: values the unit and the plan are made from, computed in one
-place (the templates only print them)."""
+"""What provision and deploy write on a host and the values its node is started with, each
+computed here once (the roles' filter plugins call these; the templates only print them)."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from raykit.cluster import member
@@ -14,7 +14,7 @@ from raykit.cluster import member
 RAY_DEFAULT_STORE_SHARE = 0.3
 
 
-def ray_object_store_bytes(wanted: int | None, memtotal_mb: int, shm_bytes: int | None) -> int | None:
+def object_store_bytes(wanted: int | None, memtotal_mb: int, shm_bytes: int | None) -> int | None:
     """The node's --object-store-memory: ray_object_store_memory when set; otherwise None
     (Ray's default) unless that would not fit in /dev/shm (as the probe found it)."""
     if wanted is not None:
@@ -24,12 +24,12 @@ def ray_object_store_bytes(wanted: int | None, memtotal_mb: int, shm_bytes: int 
     return int(shm_bytes * 0.8)
 
 
-def ray_labels_flag(labels: Mapping[str, str]) -> str:
+def labels_flag(labels: Mapping[str, str]) -> str:
     """ray_labels as `ray start --labels` takes them: name=value,name=value."""
     return ",".join(f"{name}={value}" for name, value in labels.items())
 
 
-def ray_file_states(layout: Mapping[str, Mapping[str, str]], contents: Mapping[str, str]) -> dict[str, Any]:
+def file_states(layout: Mapping[str, Mapping[str, str]], contents: Mapping[str, str]) -> dict[str, Any]:
     """The paths as the probe reports them once written: the layout (type, owner, group,
     mode) plus each file's sha1, from its content."""
     return {
@@ -38,7 +38,7 @@ def ray_file_states(layout: Mapping[str, Mapping[str, str]], contents: Mapping[s
     }
 
 
-def ray_node_plan(
+def node_plan(
     contents: Mapping[str, str],
     layout: Mapping[str, Mapping[str, str]],
     settings_files: list[str],
@@ -49,7 +49,7 @@ def ray_node_plan(
     probe: the files as the probe would report them once written (layout plus each content's
     sha1), whether any differs, why the node restarts (its settings files differ, it is not
     running, or it runs older settings than its files), and whether nothing is left to do."""
-    wanted = ray_file_states(layout, contents)
+    wanted = file_states(layout, contents)
     found = probe.get("paths") or {}
     service = probe.get("service") or {}
     reasons = [
@@ -71,17 +71,6 @@ def ray_node_plan(
     }
 
 
-def ray_join_members(hosts: list[Mapping[str, Any]]) -> dict[str, str]:
+def join_members(hosts: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """Each host (its hostvars) as the join check names its node: host -> "IP=CPUS"."""
     return {host["inventory_hostname"]: member(host["_ray_node_address"], host["_ray_expected_cpus"]) for host in hosts}
-
-
-class FilterModule:
-    def filters(self) -> dict[str, Any]:
-        return {
-            "ray_object_store_bytes": ray_object_store_bytes,
-            "ray_labels_flag": ray_labels_flag,
-            "ray_file_states": ray_file_states,
-            "ray_node_plan": ray_node_plan,
-            "ray_join_members": ray_join_members,
-        }
