@@ -1,0 +1,145 @@
+"""Benchmarks on the local lab (`invoke bench.*`); they reset, stop and reboot its hosts."""
+
+from __future__ import annotations
+
+import configparser
+import functools
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from invoke import Context, Exit, task
+
+from raykit import cluster
+from raykit import lab as labkit
+from raykit.ssh import ssh_argv
+from tasks.cluster import deploy, provision, reset, stop
+from tasks.common import (
+    INVENTORY_HELP,
+    ROOT,
+    cluster_state,
+    host_vars,
+    lab_settings,
+    print_table,
+    say,
+    user_errors,
+)
+from tasks.lab import up
+
+
+def lab_only(c: Context, inventory: str | None, task_name: str) -> None:
+    """Benchmarks reset, stop and reboot hosts: only ever the local lab's."""
+    lab_inventory_path = (ROOT / c.config.lab.inventory).resolve()
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "ansible.cfg")
+    given = (ROOT / (inventory or cfg.get("defaults", "inventory", fallback="") or "")).resolve()
+    if given != lab_inventory_path or labkit.load_state(lab_settings(c)) is None:
+        raise Exit(
+            f"error: {task_name} resets, stops and reboots hosts, so it runs only on the local lab "
+            f"({lab_inventory_path.relative_to(ROOT)}, made by `invoke lab.up`), not on {given}; nothing was changed",
+            code=2,
+        )
+
+
+@task(help={"cold": "also delete the cached base image first (measures debootstrap too)"})
+def bench_lab(c: Context, cold: bool = False) -> None:
+    """Measure lab.up for the default host count from no lab (and with --cold, no base image)."""
+    settings = lab_settings(c)
+    with user_errors():
+        labkit.down(settings, say)
+        if cold:
+            for base in settings.cache_dir.glob(f"base-{settings.suite}-*"):
+                shutil.rmtree(base)
+        start = time.monotonic()
+        up(c)
+        took = time.monotonic() - start
+    kind = "cold (debootstrap included)" if cold else "base image cached"
+    say(f"bench: lab.up of {c.config.lab.hosts} hosts, {kind}: {took:.1f} s")
+
+
+@task(help={"inventory": INVENTORY_HELP})
+def bench_cluster(c: Context, inventory: str | None = None) -> None:
+    """Measure provision and deploy from clean hosts (reset first; wheelhouse cached), no-op reruns,
+    and a deploy that starts stopped nodes again."""
+    lab_only(c, inventory, "bench.cluster")
+    figures = []
+
+    def timed(name: str, action) -> None:
+        start = time.monotonic()
+        action()
+        figures.append({"step": name, "seconds": f"{time.monotonic() - start:.1f}"})
+
+    reset(c, yes=True, inventory=inventory)
+    timed("provision (cold, wheelhouse cached)", lambda: provision(c, inventory=inventory))
+    timed("provision (no-op)", lambda: provision(c, inventory=inventory))
+    timed("deploy (to all nodes alive)", lambda: deploy(c, inventory=inventory))
+    state = cluster_state(c, inventory)
+    probe = cluster.RAY_START_PROBE.format(temp_dir="/var/lib/ray/tmp")  # ray_temp_dir, the lab keeps the default
+    found = c.run(shlex.join(ssh_argv(host_vars(c, state["head"], inventory), state["head"],
+                                              ["sudo", "sh", "-c", probe])), hide=True)  # fmt: skip
+    figures.append({"step": "  of which Ray: head's unit start -> every node registered",
+                    "seconds": f"{cluster.ray_start_seconds(found.stdout):.1f}"})  # fmt: skip
+    timed("deploy (no-op)", lambda: deploy(c, inventory=inventory))
+    stop(c, inventory=inventory)
+    timed("deploy of stopped nodes (Ray's second start)", lambda: deploy(c, inventory=inventory))
+    tars = sorted(Path("~/.cache/raykit/wheelhouse").expanduser().glob("*/wheelhouse.tar"))
+    print_table(figures)
+    for tar in tars:
+        say(f"bench: bytes sent per host by a cold provision: {tar.stat().st_size} ({tar.parent.name})")
+
+
+@task()
+def bench_faults(c: Context) -> None:
+    """Measure recovery on the local lab's cluster: a killed raylet, reboots, a cut link."""
+    lab_only(c, None, "bench.faults")
+    settings = lab_settings(c)
+    state = cluster_state(c, None)
+    ips = {info["ip"] for info in state["hosts"].values()}
+    head = state["head"]
+    workers = sorted(h for h in state["hosts"] if h != head)
+    if len(workers) < 2:
+        raise Exit("error: bench.faults needs a lab of 3 hosts or more", code=2)
+    first, second = workers[:2]
+    figures = []
+
+    def node_ids(host: str | None = None) -> set[str]:
+        want = state["hosts"][host]["ip"] if host else None
+        return {node for node, ip in cluster.alive_nodes(state).items() if want in (None, ip)}
+
+    def started(name: str) -> bool:
+        # A node is alive in Ray 0.5 s before its `ray start` is done; a head that goes away
+        # in between leaves that worker waiting 30 s on the old GCS (Ray's deadline).
+        _, host = labkit.find_host(settings, name)
+        since = "$(systemctl show ray --property=ExecMainStartTimestamp --value --timestamp=unix)"
+        check = f'sudo journalctl --unit=ray --output=cat --since="{since}" | grep -q "Ray runtime started"'
+        return (
+            subprocess.run(labkit.ssh_command(settings, host, check), capture_output=True, check=False).returncode == 0
+        )
+
+    def measure(name: str, fault, host: str | None, up_ips: set[str] = ips) -> None:
+        gone = node_ids(host)
+        start = time.monotonic()
+        fault()
+        cluster.wait_for_cluster(state, up_ips, gone=gone, timeout=300)
+        figures.append({"fault": name, "seconds": f"{time.monotonic() - start:.1f}"})
+        say(f"bench: {name}: {figures[-1]['seconds']} s")
+        for each in [head, *workers] if host is None else [host]:  # the next fault starts from a settled cluster
+            if state["hosts"][each]["ip"] in up_ips:
+                labkit.wait_until(functools.partial(started, each), 60, f"{each}'s ray start to finish")
+
+    def kill_raylet() -> None:
+        _, host = labkit.find_host(settings, first)
+        labkit.run(labkit.ssh_command(settings, host, ["sudo", "pkill", "--signal", "KILL", "--exact", "raylet"]))
+
+    with user_errors():
+        cluster.wait_for_cluster(state, ips)
+        measure(f"raylet killed on {first} -> cluster whole", kill_raylet, first)
+        measure(f"lab.reboot {first} -> its node alive", lambda: labkit.reboot(settings, first, say), first)
+        measure(f"lab.reboot {head} (head) -> every node alive", lambda: labkit.reboot(settings, head, say), None)
+        cut = ips - {state["hosts"][second]["ip"]}
+        measure(f"lab.unplug {second} -> Ray declares it dead", lambda: labkit.set_link(settings, second, up=False),
+                second, cut)  # fmt: skip
+        measure(f"lab.plug {second} -> its node alive", lambda: labkit.set_link(settings, second, up=True), second)
+    print_table(figures)

@@ -1,0 +1,195 @@
+"""The cluster's life: lock, provision, deploy, status, doctor, stop/start/restart, logs, reset."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import tempfile
+from pathlib import Path
+
+from invoke import Context, Exit, task
+
+from raykit import cluster
+from raykit import doctor as doctorkit
+from raykit.ssh import ssh_argv
+from tasks.common import (
+    INVENTORY_HELP,
+    cluster_state,
+    host_vars,
+    playbook,
+    print_table,
+    show,
+    step,
+)
+
+
+@task(help={"inventory": INVENTORY_HELP, "out": "folder for the lock files (default: locks/)"})
+def lock(c: Context, inventory: str | None = None, out: str | None = None) -> None:
+    """Resolve the pins (inventory/group_vars/all/ray.yml) into locks/cluster-ARCH.txt with hashes."""
+    with step("lock"):
+        playbook(c, "lock", inventory, *(["-e", f"raykit_lock_dir={Path(out).resolve()}"] if out else []))
+
+
+@task(
+    help={
+        "inventory": INVENTORY_HELP,
+        "check": "only report what would change",
+        "deep": "hash every file of each environment against its manifest (not only sizes and times)",
+    }
+)
+def provision(c: Context, inventory: str | None = None, check: bool = False, deep: bool = False) -> None:
+    """Install the identical Python and Ray on every host, offline from the controller's wheelhouse."""
+    with step("provision"):
+        args = (["--check"] if check else []) + (["-e", "raykit_report_deep=true"] if deep else [])
+        playbook(c, "provision", inventory, *args)
+
+
+@task(help={"inventory": INVENTORY_HELP, "check": "only report what would change and which nodes would restart"})
+def deploy(c: Context, inventory: str | None = None, check: bool = False) -> None:
+    """Start the head, then the workers, under systemd; wait until every node is alive in Ray."""
+    with step("deploy"):
+        playbook(c, "deploy", inventory, *(["--check"] if check else []))
+
+
+@task(help={"inventory": INVENTORY_HELP, "json": "print JSON instead of a table"})
+def versions(c: Context, inventory: str | None = None, json_: bool = False) -> None:
+    """Show each host's Python, Ray and package digest, and the controller's job client; flag drift."""
+    import ray  # the controller's job client; imported here because it is slow to import
+
+    state = cluster_state(c, inventory)
+    rows = cluster.version_rows(state)
+    cluster_ray = {row["ray"] for row in rows}
+    rows.append(
+        {
+            "host": "controller (job client)",
+            "python": platform.python_version(),
+            "ray": ray.__version__,
+            "packages": "-",
+            "digest": "-",
+            "status": "ok" if cluster_ray == {ray.__version__} else "Ray differs from the cluster",
+        }
+    )
+    show(rows, json_)
+    if any(row["status"] != "ok" for row in rows):
+        raise Exit("error: the hosts are not identical to the pins (see status); run `invoke provision`", code=1)
+
+
+@task(help={"inventory": INVENTORY_HELP, "json": "print JSON instead of a table"})
+def status(c: Context, inventory: str | None = None, json_: bool = False) -> None:
+    """Show every node: alive in Ray, unit state, uptime, resources, versions; and the dashboard URL."""
+    state = cluster_state(c, inventory)
+    rows = cluster.status_rows(state, cluster.ray_nodes(state))
+    if json_:
+        print(json.dumps({"dashboard": state["dashboard_url"], "nodes": rows}, indent=2))
+    else:
+        print_table(rows)
+        print(f"dashboard: {state['dashboard_url']} (token: {state['token_file']})")
+    if any(row["in_ray"] != "alive" for row in rows):
+        raise Exit("error: not every node is alive in Ray; see `invoke logs HOST`", code=1)
+
+
+@task(
+    name="doctor",
+    help={
+        "inventory": INVENTORY_HELP,
+        "verbose": "also show Ansible's output",
+        "deep": "hash every file of each environment against its manifest (not only sizes and times)",
+    },
+)
+def doctor(c: Context, inventory: str | None = None, verbose: bool = False, deep: bool = False) -> None:
+    """Check every host and Ray's view of the cluster; name each problem, its host and the fix."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp, "doctor.json")
+        extra = ["-e", f"raykit_report_file={out}"] + (["-e", "raykit_report_deep=true"] if deep else [])
+        # Unreachable hosts fail the playbook; they are findings, not the end of the check.
+        ran = playbook(c, "doctor", inventory, *extra, check=False, hide=None if verbose else "out")
+        if not out.exists():
+            print(ran.stdout[-4000:])
+            raise Exit(
+                f"error: doctor could not read the cluster (ansible-playbook exit {ran.exited}); see above", code=1
+            )
+        state = json.loads(out.read_text())
+    findings = doctorkit.diagnose(
+        state, cluster.ray_nodes(state), doctorkit.token_digest(Path(state["token_file"])), cluster.auth_mode(state)
+    )
+    print(doctorkit.render(findings, len(state["inventory"])))
+    if findings:
+        raise Exit(code=1)
+
+
+def service(c: Context, state: str, hosts: str | None, inventory: str | None) -> None:
+    args = ["-e", f"ray_service_state={state}"]
+    if hosts:
+        args += ["-e", json.dumps({"ray_service_hosts": hosts.split(",")})]
+    playbook(c, "service", inventory, *args)
+
+
+HOSTS_HELP = "comma-separated hosts (default: all)"
+
+
+@task(help={"hosts": HOSTS_HELP, "inventory": INVENTORY_HELP})
+def stop(c: Context, hosts: str | None = None, inventory: str | None = None) -> None:
+    """Stop Ray (workers first, then the head)."""
+    with step("stop"):
+        service(c, "stopped", hosts, inventory)
+
+
+@task(help={"hosts": HOSTS_HELP, "inventory": INVENTORY_HELP})
+def start(c: Context, hosts: str | None = None, inventory: str | None = None) -> None:
+    """Start Ray (the head first, then the workers) and wait until every node is alive."""
+    with step("start"):
+        service(c, "started", hosts, inventory)
+
+
+@task(help={"hosts": HOSTS_HELP + "; restarting the head restarts every worker", "inventory": INVENTORY_HELP})
+def restart(c: Context, hosts: str | None = None, inventory: str | None = None) -> None:
+    """Restart Ray on some or all hosts, in order, and wait until every node is alive."""
+    with step("restart"):
+        service(c, "restarted", hosts, inventory)
+
+
+@task(
+    help={
+        "host": "inventory host name",
+        "lines": "how many recent lines (default 50)",
+        "follow": "keep printing new lines",
+        "inventory": INVENTORY_HELP,
+    }
+)
+def logs(c: Context, host: str, lines: int = 50, follow: bool = False, inventory: str | None = None) -> None:
+    """Show a node's Ray journal (journalctl -u ray)."""
+    remote = ["sudo", "journalctl", "--unit=ray", f"--lines={int(lines)}", "--no-pager"]
+    remote += ["--follow"] if follow else []
+    c.run(shlex.join(ssh_argv(host_vars(c, host, inventory), host, remote)), pty=follow)
+
+
+@task(help={"inventory": INVENTORY_HELP})
+def dashboard(c: Context, inventory: str | None = None) -> None:
+    """How to reach the dashboard and the Jobs API: URL, token use, and an SSH tunnel."""
+    state = cluster_state(c, inventory)
+    url, token_file = state["dashboard_url"], state["token_file"]
+    ssh = ssh_argv(host_vars(c, state["head"], inventory), state["head"], [])
+    tunnel = [ssh[0], "-N", "-L", f"8265:{url.split('://', 1)[1]}", *ssh[1:]]
+    print(f"dashboard and Jobs API: {url}")
+    print(f"token: in {token_file} (mode 0600); the dashboard asks for it, API clients send it:")
+    print(f'  curl -H "Authorization: Bearer $(cat {token_file})" {url}/api/version')
+    print(f"from elsewhere, through SSH: {shlex.join(tunnel)}")
+    print("  then open http://localhost:8265")
+
+
+@task(name="rotate", help={"inventory": INVENTORY_HELP})
+def token_rotate(c: Context, inventory: str | None = None) -> None:
+    """Make a new cluster token and restart every node with it (running jobs end)."""
+    with step("token.rotate"):
+        playbook(c, "rotate", inventory)
+        playbook(c, "deploy", inventory)
+
+
+@task(help={"yes": "really remove Ray from every host", "inventory": INVENTORY_HELP})
+def reset(c: Context, yes: bool = False, inventory: str | None = None) -> None:
+    """Stop Ray and remove units, environments, token and the ray user from every host."""
+    if not yes:
+        raise Exit("error: reset removes Ray from every host of the inventory; run `invoke reset --yes`", code=2)
+    with step("reset"):
+        playbook(c, "reset", inventory)
