@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -225,8 +226,12 @@ def test_second_deploy_changes_and_restarts_nothing(cluster) -> None:
     counts = recap(out)
     assert {n: c["changed"] for n, c in counts.items() if n in cluster} == {n: 0 for n in cluster}
     assert main_pids(cluster) == before
-    # The probe found every node as deploy makes it: straight to the join check, no file task run.
-    assert "TASK [ray : Write the settings folder" not in out, out[-3000:]
+    # The probe found every node as deploy makes it: straight to the join check, no file task run
+    # (the plan's task is named in the output, so the file task's absence means it never ran).
+    assert re.search(r"TASK \[[\w.]+ : Render the node's files and compare", out), out[-3000:]
+    units = re.search(r"TASK \[[\w.]+ : Write the settings and units.*?\n(.*?)\n\n", out, re.DOTALL)
+    assert units and set(re.findall(r"^(\w+):", units.group(1), re.MULTILINE)) == {"skipping"}, out[-3000:]
+    assert not re.search(r"TASK \[[\w.]+ : Write the settings folder", out), out[-3000:]
 
 
 def test_deploy_repairs_hand_made_changes_on_a_node(cluster) -> None:
