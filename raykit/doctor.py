@@ -116,9 +116,11 @@ def _host_findings(
                 "`invoke deploy` (writes it back and restarts that node)",
             )
         )
-    # A crashing node is mostly waiting to be restarted; caught just after a start, it is young.
+    # A crashing node is mostly waiting to be restarted; caught just after a start it is young,
+    # and just after a crash, deactivating (systemd ends what its Ray left) with restarts counted.
     failing = service["active"] in ("activating", "failed") or (
-        service["active"] == "active" and service["restarts"] > 0 and service["uptime_s"] < YOUNG_S
+        service["restarts"] > 0
+        and (service["active"] == "deactivating" or (service["active"] == "active" and service["uptime_s"] < YOUNG_S))
     )
     if failing:
         found.append(

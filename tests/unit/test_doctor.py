@@ -61,6 +61,10 @@ def _young_after_restarts(s, n):
     s["hosts"]["h2"]["service"].update(restarts=7, uptime_s=1)
 
 
+def _deactivating_after_a_crash(s, n):
+    s["hosts"]["h2"]["service"].update(active="deactivating", restarts=1, uptime_s=0)
+
+
 def _stopped(s, n):
     s["hosts"]["h2"]["service"].update(active="inactive")
 
@@ -116,6 +120,7 @@ def _edited(s, n):
         (_drift, "h2", "differs from the pins: ray 2.59.0 (lock 2.60.0)", "invoke provision"),
         (_failing, "h2", "keeps failing (activating, restarted 7 times)", "journal"),
         (_young_after_restarts, "h2", "keeps failing", "invoke deploy"),
+        (_deactivating_after_a_crash, "h2", "keeps failing (deactivating, restarted 1 times)", "journal"),
         (_stopped, "h2", "Ray is inactive", "invoke start --hosts h2"),
         (_outside, "h2", "its node (10.0.0.2) is not in the cluster", "invoke restart --hosts h2"),
         (_port, "h2", "cannot reach the GCS port of h1 at 10.0.0.1:6379: timed out", "open that TCP port"),
