@@ -9,6 +9,7 @@ import pytest
 
 from raykit import cluster, cluster_lock, wheelhouse
 from raykit.ssh import BATCH, ssh_argv
+from tests.unit import plugins
 
 LOCK = """# raykit-lock: {"arch": "x86_64", "python_version": "3.11.2"}
 numpy==2.4.6 \\
@@ -139,10 +140,7 @@ def test_ssh_argv_reaches_a_host_as_ansible_does() -> None:
 
 def host_probe() -> dict:
     """roles/ray/files/raykit_report.py's functions (the file is passed to python -c, not imported)."""
-    source = Path(__file__).parents[2] / "roles/ray/files/raykit_report.py"
-    namespace: dict = {"__name__": "raykit_report"}
-    exec(compile(source.read_text(), str(source), "exec"), namespace)
-    return namespace
+    return vars(plugins.load("ray/files/raykit_report.py"))
 
 
 def test_host_report_compares_installed_packages_with_the_lock() -> None:
