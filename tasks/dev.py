@@ -25,13 +25,21 @@ def lint(c: Context) -> None:
 
 @task(
     pre=[lint],
-    help={"k": "only tests matching this pytest -k expression", "unit": "unit tests only (no lab)"},
+    help={
+        "k": "only tests matching this pytest -k expression",
+        "unit": "unit tests only (no lab)",
+        "reverse": "the test files in reverse order (no test depends on another's)",
+    },
 )
-def test(c: Context, k: str | None = None, unit: bool = False) -> None:
+def test(c: Context, k: str | None = None, unit: bool = False, reverse: bool = False) -> None:
     """Run the whole test suite: lint, unit tests, then integration tests on the lab."""
     args = [_venv_bin("pytest"), "-p", "no:cacheprovider", "-ra", "--durations=10"]
     if k:
         args += ["-k", k]
-    args += ["tests/unit"] if unit else ["tests/unit", "tests/integration"]
+    folders = ["tests/unit"] if unit else ["tests/unit", "tests/integration"]
+    if reverse:
+        args += sorted((str(p.relative_to(ROOT)) for f in folders for p in (ROOT / f).glob("test_*.py")), reverse=True)
+    else:
+        args += folders
     with c.cd(str(ROOT)):
         c.run(shlex.join(args), echo=True, pty=False)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from raykit.ssh import BATCH, ssh_argv
-from tests.conftest import INVENTORY, LAB_HOSTS, ROOT, LabHost, invoke, read_inventory
+from tests.helpers import INVENTORY, LAB_HOSTS, ROOT, LabHost, invoke, read_inventory
 
 pytestmark = pytest.mark.lab
 
@@ -215,10 +215,9 @@ def test_unknown_host_is_refused(lab: dict[str, LabHost]) -> None:
     assert result.returncode == 2 and "no lab host named 'no-such-host'" in result.stderr
 
 
-# --- reshaping and removing the lab (run last) ----------------------------------
+# --- a lab that lost its processes, grows, or is removed ------------------------
 
 
-@pytest.mark.lab_teardown
 def test_lab_up_adopts_a_lab_whose_processes_were_killed(lab: dict[str, LabHost]) -> None:
     """As when CI starts after a session's processes were ended: containers died,
     bridge, mounts and state files stayed."""
@@ -230,7 +229,6 @@ def test_lab_up_adopts_a_lab_whose_processes_were_killed(lab: dict[str, LabHost]
     assert_kept_everywhere("kept-across-kill", content)
 
 
-@pytest.mark.lab_teardown
 def test_lab_up_rebuilds_after_the_machine_rebooted(lab: dict[str, LabHost]) -> None:
     """A machine reboot loses processes, mounts and the bridge; state files stay."""
     content = write_everywhere(lab, "kept-across-machine-reboot")
@@ -246,7 +244,6 @@ def test_lab_up_rebuilds_after_the_machine_rebooted(lab: dict[str, LabHost]) -> 
     assert_kept_everywhere("kept-across-machine-reboot", content)
 
 
-@pytest.mark.lab_teardown
 def test_lab_up_adds_hosts_without_touching_the_others(lab: dict[str, LabHost]) -> None:
     mark = set_boot_marks(lab)
     invoke("lab.up", "--hosts", str(LAB_HOSTS + 1))
@@ -259,8 +256,7 @@ def test_lab_up_adds_hosts_without_touching_the_others(lab: dict[str, LabHost]) 
         assert grown[new].address in out and new in out, host.name
 
 
-@pytest.mark.lab_teardown(order=9)
-def test_lab_down_leaves_no_bridge_mount_or_container(lab: dict[str, LabHost]) -> None:
+def test_lab_down_leaves_no_bridge_mount_or_container(running_lab: dict[str, LabHost]) -> None:
     bases = sorted(CACHE_DIR.glob("base-*"))
     invoke("lab.down")
     assert not Path("/sys/class/net", BRIDGE).exists()

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from raykit import cluster as raycluster
-from tests.conftest import HEAD, TOKEN_FILE, LabHost, install_fake_wheel, invoke
-from tests.integration.test_5_faults import all_ips, ray_state
+from tests.helpers import HEAD, TOKEN_FILE, LabHost, all_ips, install_fake_wheel, invoke, ray_state
 
 pytestmark = pytest.mark.lab
 
@@ -36,11 +35,10 @@ def assert_finds(result: subprocess.CompletedProcess[str], host: str, *phrases: 
 
 
 @pytest.fixture
-def whole(cluster: dict[str, LabHost]) -> Iterator[dict[str, LabHost]]:
+def whole(deployed: dict[str, LabHost]) -> Iterator[dict[str, LabHost]]:
     """A healthy cluster before the fault; after the repair, Ray has every node again."""
-    raycluster.wait_for_cluster(ray_state(cluster), all_ips(cluster), timeout=120)
-    yield cluster
-    raycluster.wait_for_cluster(ray_state(cluster), all_ips(cluster), timeout=180)
+    yield deployed
+    raycluster.wait_for_cluster(ray_state(deployed), all_ips(deployed), timeout=180)
 
 
 def test_doctor_passes_a_healthy_cluster(whole) -> None:

@@ -8,10 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import (
-    ROOT,
+from tests.helpers import (
+    ENV,
+    PINS,
     LabHost,
     assert_refused,
     install_fake_wheel,
@@ -23,8 +23,6 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.lab
 
-PINS = yaml.safe_load((ROOT / "inventory/group_vars/all/ray.yml").read_text())
-ENV = f"/opt/ray/venvs/ray-{PINS['ray_version']}-py{PINS['ray_python_version']}"
 # Computed on the host without the kit: versions, and every installed file's hash from RECORD
 # (uv_cache.json is uv's own bookkeeping of file times).
 DIRECT_CHECK = (
@@ -42,15 +40,6 @@ def provision(*args: str) -> subprocess.CompletedProcess[str]:
 def direct_state(host: LabHost) -> tuple[str, str, str]:
     python, ray, digest = host.ssh(DIRECT_CHECK).stdout.split()
     return python, ray, digest
-
-
-@pytest.fixture(scope="module")
-def hosts(lab: dict[str, LabHost]) -> dict[str, LabHost]:
-    """The lab's hosts as provision first finds them: never deployed. After `./bootstrap demo`
-    they were deployed, so Ray is removed from them first."""
-    if any(h.ssh("test -e /etc/systemd/system/ray.service", check=False).returncode == 0 for h in lab.values()):
-        invoke("reset", "--yes")
-    return lab
 
 
 # --- bad input: refused before anything changes ---------------------------------
@@ -118,12 +107,12 @@ def _one_machine_twice(inv: dict) -> None:
         "env-auth-off", "object-store-tiny", "one-machine-twice",
     ],
 )  # fmt: skip
-def test_bad_input_is_refused_before_any_host_changes(hosts, tmp_path: Path, edit, message: str) -> None:
+def test_bad_input_is_refused_before_any_host_changes(fresh_hosts, tmp_path: Path, edit, message: str) -> None:
     assert_refused(provision("--inventory", str(write_inventory_variant(tmp_path, edit))), message)
 
 
-def test_a_persons_account_is_refused_as_rays_user(hosts, tmp_path: Path) -> None:
-    person = hosts[sorted(hosts)[1]]
+def test_a_persons_account_is_refused_as_rays_user(fresh_hosts, tmp_path: Path) -> None:
+    person = fresh_hosts[sorted(fresh_hosts)[1]]
     person.ssh("sudo useradd --create-home --shell /bin/bash alice")
     try:
         result = provision("--inventory", str(write_inventory_variant(tmp_path, on_every_host(ray_user="alice"))))
@@ -132,8 +121,8 @@ def test_a_persons_account_is_refused_as_rays_user(hosts, tmp_path: Path) -> Non
         person.ssh("sudo userdel --remove alice")
 
 
-def test_a_tiny_dev_shm_is_refused_instead_of_a_restart_loop(hosts) -> None:
-    small = hosts[sorted(hosts)[2]]
+def test_a_tiny_dev_shm_is_refused_instead_of_a_restart_loop(fresh_hosts) -> None:
+    small = fresh_hosts[sorted(fresh_hosts)[2]]
     size = small.ssh("df --output=size -B1 /dev/shm | tail -1").stdout.strip()
     small.ssh("sudo mount -o remount,size=64m /dev/shm")
     try:
@@ -143,8 +132,8 @@ def test_a_tiny_dev_shm_is_refused_instead_of_a_restart_loop(hosts) -> None:
         small.ssh(f"sudo mount -o remount,size={size} /dev/shm")
 
 
-def test_too_little_free_disk_is_refused(hosts, tmp_path: Path) -> None:
-    full = hosts[sorted(hosts)[1]]
+def test_too_little_free_disk_is_refused(fresh_hosts, tmp_path: Path) -> None:
+    full = fresh_hosts[sorted(fresh_hosts)[1]]
     full.ssh("sudo mkdir -p /srv/raykit-small && sudo mount -t tmpfs -o size=20m tmpfs /srv/raykit-small")
     try:
         variant = write_inventory_variant(tmp_path, on_every_host(ray_prefix="/srv/raykit-small"))
@@ -154,7 +143,7 @@ def test_too_little_free_disk_is_refused(hosts, tmp_path: Path) -> None:
         full.ssh("sudo umount /srv/raykit-small && sudo rmdir /srv/raykit-small")
 
 
-def test_redis_packages_of_another_architecture_are_refused(hosts, tmp_path: Path) -> None:
+def test_redis_packages_of_another_architecture_are_refused(fresh_hosts, tmp_path: Path) -> None:
     cache = tmp_path / "debs"
     cache.mkdir()
     (cache / "redis-server_5%3a7.0.15-1~deb12u1_arm64.deb").write_bytes(b"")
@@ -164,8 +153,8 @@ def test_redis_packages_of_another_architecture_are_refused(hosts, tmp_path: Pat
                    "redis-server_5%3a7.0.15-1~deb12u1_arm64.deb")  # fmt: skip
 
 
-def test_python_mismatch_is_refused_with_a_host_found_wanted_table(hosts, tmp_path: Path) -> None:
-    worker = sorted(hosts)[1]
+def test_python_mismatch_is_refused_with_a_host_found_wanted_table(fresh_hosts, tmp_path: Path) -> None:
+    worker = sorted(fresh_hosts)[1]
 
     def edit(inv: dict) -> None:
         inv["children"]["ray_workers"]["hosts"][worker]["ray_python_version"] = "3.11.9"
@@ -176,8 +165,8 @@ def test_python_mismatch_is_refused_with_a_host_found_wanted_table(hosts, tmp_pa
     assert row.split()[:3] == [worker, "3.11.2", "3.11.9"]
 
 
-def test_a_host_without_the_providers_python_is_refused_in_the_table(hosts) -> None:
-    worker = hosts[sorted(hosts)[1]]
+def test_a_host_without_the_providers_python_is_refused_in_the_table(fresh_hosts) -> None:
+    worker = fresh_hosts[sorted(fresh_hosts)[1]]
     target = worker.ssh("readlink /usr/bin/python3").stdout.strip()  # Debian: python3 -> python3.11
     worker.ssh("sudo rm /usr/bin/python3")
     try:
@@ -191,8 +180,8 @@ def test_a_host_without_the_providers_python_is_refused_in_the_table(hosts) -> N
     assert "the probe failed:" in lines[row + 1] and "/usr/bin/python3" in lines[row + 1], lines[row + 1]
 
 
-def test_an_unreachable_host_is_named_and_no_host_is_touched(hosts) -> None:
-    worker = sorted(hosts)[-1]
+def test_an_unreachable_host_is_named_and_no_host_is_touched(fresh_hosts) -> None:
+    worker = sorted(fresh_hosts)[-1]
     invoke("lab.poweroff", worker)
     try:
         result = provision()
@@ -201,7 +190,7 @@ def test_an_unreachable_host_is_named_and_no_host_is_touched(hosts) -> None:
     assert result.returncode != 0
     unreachable = result.stdout.split(f"fatal: [{worker}]: UNREACHABLE!", 1)
     assert len(unreachable) == 2, result.stdout[-3000:]
-    assert hosts[worker].address in unreachable[1][:400], unreachable[1][:400]  # how ssh failed, with the address
+    assert fresh_hosts[worker].address in unreachable[1][:400], unreachable[1][:400]  # how ssh failed, with the address
     counts = recap(result.stdout)
     assert counts[worker]["unreachable"] == 1
     assert all(c["changed"] == 0 for c in counts.values()), counts
@@ -210,9 +199,9 @@ def test_an_unreachable_host_is_named_and_no_host_is_touched(hosts) -> None:
 # --- provisioning -------------------------------------------------------------
 
 
-def test_lock_resolves_the_pins_for_the_hosts_architecture_with_hashes(hosts, tmp_path: Path) -> None:
+def test_lock_resolves_the_pins_for_the_hosts_architecture_with_hashes(lab, tmp_path: Path) -> None:
     invoke("lock", "--out", str(tmp_path), timeout=600)
-    arch = next(iter(hosts.values())).ssh("uname -m").stdout.strip()
+    arch = next(iter(lab.values())).ssh("uname -m").stdout.strip()
     lock = (tmp_path / f"cluster-{arch}.txt").read_text()
     header = json.loads(lock.splitlines()[0].removeprefix("# raykit-lock: "))
     assert (header["python_version"], header["ray_version"], header["ray_extras"], header["extra_packages"]) == (
@@ -224,33 +213,30 @@ def test_lock_resolves_the_pins_for_the_hosts_architecture_with_hashes(hosts, tm
     assert re.search(rf"^ray=={PINS['ray_version']} ", lock, re.MULTILINE)
 
 
-def test_provision_installs_identical_python_and_ray_everywhere(hosts) -> None:
+def test_provision_installs_identical_python_and_ray_everywhere(fresh_hosts) -> None:
     result = provision()
     assert result.returncode == 0, result.stdout[-3000:]
-    states = {name: direct_state(h) for name, h in hosts.items()}
+    states = {name: direct_state(h) for name, h in fresh_hosts.items()}
     assert {s[:2] for s in states.values()} == {(PINS["ray_python_version"], PINS["ray_version"])}, states
     assert len({s[2] for s in states.values()}) == 1, f"installed files differ: {states}"
-    for host in hosts.values():
+    for host in fresh_hosts.values():
         assert host.ssh("readlink /opt/ray/current").stdout.strip() == ENV
 
 
-def test_deploy_check_on_hosts_never_deployed_names_each_node_and_starts_nothing(hosts) -> None:
+def test_deploy_check_on_hosts_never_deployed_names_each_node_and_starts_nothing(provisioned) -> None:
     deployed = "ls -d /etc/systemd/system/ray.service /etc/ray 2>/dev/null"
-    assert not any(h.ssh(deployed, check=False).stdout for h in hosts.values()), (
-        "needs provisioned hosts that were never deployed (the suite deploys later)"
-    )
     result = invoke("deploy", "--check", check=False)
     assert result.returncode == 0, result.stdout[-3000:]
-    for name in hosts:
+    for name in provisioned:
         assert f"{name}: restarting Ray (settings, stopped" in result.stdout, result.stdout[-3000:]
-    assert not any(h.ssh(deployed, check=False).stdout for h in hosts.values())
+    assert not any(h.ssh(deployed, check=False).stdout for h in provisioned.values())
 
 
-def test_second_provision_changes_nothing(hosts) -> None:
+def test_second_provision_changes_nothing(provisioned) -> None:
     result = provision()
     assert result.returncode == 0, result.stdout[-3000:]
     counts = recap(result.stdout)
-    assert set(hosts) <= set(counts)
+    assert set(provisioned) <= set(counts)
     assert {name: c["changed"] for name, c in counts.items()} == {name: 0 for name in counts}
     # The probe and the report found every host as provision makes it: no install task ran.
     for task in ("Install exactly the locked packages, hashes checked", "Copy the wheelhouse to the host",
@@ -260,61 +246,42 @@ def test_second_provision_changes_nothing(hosts) -> None:
         assert ran and set(re.findall(r"^(\w+):", ran.group(1), re.MULTILINE)) == {"skipping"}, (task, ran)
 
 
-def test_provision_repairs_hand_made_changes_outside_the_packages(hosts) -> None:
+def test_provision_repairs_hand_made_changes_outside_the_packages(provisioned) -> None:
     # A no-op provision skips what preflight's probe found unchanged: the probe must see these.
-    victim = hosts[sorted(hosts)[2]]
+    victim = provisioned[sorted(provisioned)[2]]
     victim.ssh("sudo chmod 0700 /opt/ray/venvs && sudo ln -sfn /tmp /opt/ray/current && sudo usermod -s /bin/bash ray")
     result = provision()
     assert result.returncode == 0, result.stdout[-3000:]
     assert recap(result.stdout)[victim.name]["changed"] > 0
-    assert victim.ssh("stat -c %a /opt/ray/venvs").stdout.strip() == "755"
-    assert victim.ssh("readlink /opt/ray/current").stdout.strip() == ENV
-    assert victim.ssh("getent passwd ray").stdout.strip().split(":")[6] == "/usr/sbin/nologin"
+    assert victim.infra.file("/opt/ray/venvs").mode == 0o755
+    assert victim.infra.file("/opt/ray/current").linked_to == ENV
+    assert victim.infra.user("ray").shell == "/usr/sbin/nologin"
 
 
-def test_environment_is_roots_and_read_only_to_the_unprivileged_ray_user(hosts) -> None:
+def test_environment_is_roots_and_read_only_to_the_unprivileged_ray_user(provisioned) -> None:
     site = f"{ENV}/lib/python{PINS['ray_python_version'].rsplit('.', 1)[0]}/site-packages"
-    for host in hosts.values():
+    for host in provisioned.values():
         for tree in (ENV, "/opt/ray/wheelhouse"):
             assert host.ssh(f"sudo find {tree} ! -user root -o ! -type l -perm /022 | head -3").stdout == "", host.name
-        assert host.ssh(f"sudo stat -c %U {ENV}.manifest.json").stdout.strip() == "root"
+        assert host.infra.file(f"{ENV}.manifest.json").user == "root"
         for target in (f"{site}/planted.pth", f"{site}/ray/__init__.py", f"{ENV}/bin/ray", ENV + "/x"):
             wrote = host.ssh(f"sudo -u ray sh -c 'echo x >> {target}'", check=False)
             assert wrote.returncode != 0 and "Permission denied" in wrote.stderr, (host.name, target, wrote.stderr)
-        entry = host.ssh("getent passwd ray").stdout.strip().split(":")
-        assert entry[6] in ("/usr/sbin/nologin", "/bin/false"), entry
-        assert host.ssh("id -nG ray").stdout.split() == ["ray"]
+        ray = host.infra.user("ray")
+        assert ray.shell in ("/usr/sbin/nologin", "/bin/false"), ray.shell
+        assert ray.groups == ["ray"], ray.groups
         assert "not allowed" in host.ssh("sudo -l -U ray").stdout
 
 
-def test_versions_reports_every_host_and_the_job_client(hosts) -> None:
+def test_versions_reports_every_host_and_the_job_client(provisioned) -> None:
     rows = json.loads(invoke("versions", "--json").stdout)
     by_host = {row["host"]: row for row in rows}
-    assert set(hosts) <= set(by_host) and "controller (job client)" in by_host
-    for name in hosts:
+    assert set(provisioned) <= set(by_host) and "controller (job client)" in by_host
+    for name in provisioned:
         assert (by_host[name]["python"], by_host[name]["ray"], by_host[name]["status"]) == (
             PINS["ray_python_version"], PINS["ray_version"], "ok",
         )  # fmt: skip
-    assert len({by_host[name]["digest"] for name in hosts}) == 1
-
-
-def test_hand_made_drift_is_flagged_and_repaired(hosts, tmp_path: Path) -> None:
-    victim = hosts[sorted(hosts)[1]]
-    install_fake_wheel(victim, tmp_path, "ray", "2.59.0")
-    assert direct_state(victim)[1] == "2.59.0"
-
-    flagged = invoke("versions", check=False)
-    assert flagged.returncode != 0
-    row = next(line for line in flagged.stdout.splitlines() if line.startswith(victim.name))
-    assert "ray 2.59.0 (lock 2.60.0)" in row
-    assert "installed files differ" in row or "Ray 2.59.0 (pin 2.60.0)" in row
-
-    repaired = provision()
-    assert repaired.returncode == 0, repaired.stdout[-3000:]
-    assert recap(repaired.stdout)[victim.name]["changed"] > 0
-    states = {name: direct_state(h) for name, h in hosts.items()}
-    assert len(set(states.values())) == 1, states
-    assert invoke("versions", check=False).returncode == 0
+    assert len({by_host[name]["digest"] for name in provisioned}) == 1
 
 
 # Every module of ENV that Ray's CLI and its dashboard import, whose pyc Python would not use as
@@ -332,9 +299,25 @@ UNCOMPILED = (
 )
 
 
-def test_nodes_find_their_modules_compiled_even_after_a_repair(hosts) -> None:
-    # Runs after the drift repair above, which reinstalled Ray on one host.
-    for host in hosts.values():
+def test_hand_made_drift_is_flagged_repaired_and_compiled(provisioned, tmp_path: Path) -> None:
+    victim = provisioned[sorted(provisioned)[1]]
+    install_fake_wheel(victim, tmp_path, "ray", "2.59.0")
+    assert direct_state(victim)[1] == "2.59.0"
+
+    flagged = invoke("versions", check=False)
+    assert flagged.returncode != 0
+    row = next(line for line in flagged.stdout.splitlines() if line.startswith(victim.name))
+    assert "ray 2.59.0 (lock 2.60.0)" in row
+    assert "installed files differ" in row or "Ray 2.59.0 (pin 2.60.0)" in row
+
+    repaired = provision()
+    assert repaired.returncode == 0, repaired.stdout[-3000:]
+    assert recap(repaired.stdout)[victim.name]["changed"] > 0
+    states = {name: direct_state(h) for name, h in provisioned.items()}
+    assert len(set(states.values())) == 1, states
+    assert invoke("versions", check=False).returncode == 0
+    # The repaired host's modules are compiled as provision compiles them, like every other host's.
+    for host in provisioned.values():
         found = host.ssh(f"cd /tmp && {UNCOMPILED}")
         assert found.returncode == 0, found.stderr
         assert found.stdout.split() == [], (host.name, found.stdout.split()[:5])

@@ -9,8 +9,18 @@ import pytest
 
 from raykit import cluster as raycluster
 from raykit import jobs
-from tests.conftest import HEAD, ROOT, TOKEN_FILE, invoke, recap, write_inventory_variant
-from tests.integration.test_5_faults import all_ips, main_pid, node_ids, ray_state
+from tests.helpers import (
+    HEAD,
+    ROOT,
+    TOKEN_FILE,
+    all_ips,
+    invoke,
+    main_pid,
+    node_ids,
+    ray_state,
+    recap,
+    write_inventory_variant,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -26,9 +36,9 @@ def counter(state: dict[str, str], action: str) -> str:
     return logs
 
 
-def test_with_the_gcs_in_redis_a_head_restart_keeps_workers_and_detached_actors(cluster, tmp_path: Path) -> None:
-    state, head = ray_state(cluster), cluster[HEAD]
-    workers = {name: h for name, h in cluster.items() if name != HEAD}
+def test_with_the_gcs_in_redis_a_head_restart_keeps_workers_and_detached_actors(deployed, tmp_path: Path) -> None:
+    state, head = ray_state(deployed), deployed[HEAD]
+    workers = {name: h for name, h in deployed.items() if name != HEAD}
     variant = str(write_inventory_variant(tmp_path, lambda inv: inv["vars"].update(ray_gcs_ft="redis")))
     try:
         result = invoke("deploy", "--inventory", variant, check=False)
@@ -47,12 +57,12 @@ def test_with_the_gcs_in_redis_a_head_restart_keeps_workers_and_detached_actors(
         before = {name: (main_pid(h), node_ids(state, h)) for name, h in workers.items()}
         old_head = node_ids(state, head)
         invoke("restart", "--inventory", variant, "--hosts", HEAD)
-        raycluster.wait_for_cluster(state, all_ips(cluster), gone=old_head, timeout=120)
+        raycluster.wait_for_cluster(state, all_ips(deployed), gone=old_head, timeout=120)
         assert "count: 2 on" in counter(state, "count")  # the actor, and its state, lived on
         assert {name: (main_pid(h), node_ids(state, h)) for name, h in workers.items()} == before
         old_head = node_ids(state, head)
         invoke("lab.reboot", HEAD)  # Redis and then the head start at boot
-        raycluster.wait_for_cluster(state, all_ips(cluster), gone=old_head, timeout=120)
+        raycluster.wait_for_cluster(state, all_ips(deployed), gone=old_head, timeout=120)
         assert "count: 3 on" in counter(state, "count")
         assert {name: (main_pid(h), node_ids(state, h)) for name, h in workers.items()} == before
         counter(state, "remove")

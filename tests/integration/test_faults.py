@@ -13,31 +13,26 @@ import pytest
 
 from raykit import cluster as raycluster
 from raykit import jobs
-from tests.conftest import HEAD, ROOT, TOKEN_FILE, LabHost, invoke, write_inventory_variant
+from tests.helpers import (
+    HEAD,
+    ROOT,
+    TOKEN_FILE,
+    LabHost,
+    all_ips,
+    invoke,
+    main_pid,
+    node_ids,
+    ray_state,
+    write_inventory_variant,
+)
 
 pytestmark = pytest.mark.lab
 
 RETRIABLE_JOB = ROOT / "tests" / "jobs" / "retriable_tasks.py"
 
 
-def ray_state(hosts: dict[str, LabHost]) -> dict[str, str]:
-    return {"dashboard_url": f"http://{hosts[HEAD].address}:8265", "token_file": str(TOKEN_FILE)}
-
-
-def all_ips(hosts: dict[str, LabHost]) -> set[str]:
-    return {h.address for h in hosts.values()}
-
-
-def node_ids(state: dict[str, str], host: LabHost) -> set[str]:
-    return {node for node, ip in raycluster.alive_nodes(state).items() if ip == host.address}
-
-
 def restarts(host: LabHost) -> int:
     return int(host.ssh("systemctl show --property=NRestarts --value ray").stdout)
-
-
-def main_pid(host: LabHost) -> str:
-    return host.ssh("systemctl show --property=MainPID --value ray").stdout.strip()
 
 
 class RunningJob:
@@ -62,55 +57,48 @@ class RunningJob:
         assert "(correct)" in logs, logs
 
 
-@pytest.fixture
-def whole(cluster: dict[str, LabHost]) -> dict[str, LabHost]:
-    """The cluster, checked whole before the fault is made."""
-    raycluster.wait_for_cluster(ray_state(cluster), all_ips(cluster), timeout=120)
-    return cluster
-
-
-def test_a_killed_raylet_is_restarted_and_a_running_job_completes(whole) -> None:
-    state, worker = ray_state(whole), whole["raylab-2"]
+def test_a_killed_raylet_is_restarted_and_a_running_job_completes(deployed) -> None:
+    state, worker = ray_state(deployed), deployed["raylab-2"]
     before, restarts_before = node_ids(state, worker), restarts(worker)
     job = RunningJob(state)
     worker.ssh("sudo pkill --signal KILL --exact raylet")
     job.assert_running()
-    took = raycluster.wait_for_cluster(state, all_ips(whole), gone=before, timeout=60)
+    took = raycluster.wait_for_cluster(state, all_ips(deployed), gone=before, timeout=60)
     print(f"raylet killed on {worker.name}: cluster whole again in {took:.1f} s")
     assert restarts(worker) == restarts_before + 1  # systemd did it, no command ran
     job.assert_correct()
 
 
-def test_a_powered_off_worker_loses_no_work_and_rejoins_when_powered_on(whole) -> None:
-    state, worker = ray_state(whole), whole["raylab-3"]
+def test_a_powered_off_worker_loses_no_work_and_rejoins_when_powered_on(deployed) -> None:
+    state, worker = ray_state(deployed), deployed["raylab-3"]
     before = node_ids(state, worker)
     job = RunningJob(state)
     invoke("lab.poweroff", worker.name)
     job.assert_running()
     try:
         job.assert_correct()  # its tasks on the lost node ran again on the others
-        raycluster.wait_for_cluster(state, all_ips(whole) - {worker.address}, gone=before, timeout=120)
+        raycluster.wait_for_cluster(state, all_ips(deployed) - {worker.address}, gone=before, timeout=120)
     finally:
         invoke("lab.poweron", worker.name)
-    took = raycluster.wait_for_cluster(state, all_ips(whole), gone=before, timeout=120)
+    took = raycluster.wait_for_cluster(state, all_ips(deployed), gone=before, timeout=120)
     print(f"{worker.name} powered on: alive in Ray {took:.1f} s after its sshd answered")
 
 
-def test_a_rebooted_head_comes_back_and_every_worker_rejoins(whole) -> None:
-    state = ray_state(whole)
+def test_a_rebooted_head_comes_back_and_every_worker_rejoins(deployed) -> None:
+    state = ray_state(deployed)
     before = set(raycluster.alive_nodes(state))
     start = time.monotonic()
     rebooted = invoke("lab.reboot", HEAD)
     # Every Ray process stopped with the head's unit, so the host shut down by itself: the
     # lab did not have to reset it (it does after 60 s).
     assert "resetting it" not in rebooted.stdout + rebooted.stderr
-    raycluster.wait_for_cluster(state, all_ips(whole), gone=before, timeout=120)
+    raycluster.wait_for_cluster(state, all_ips(deployed), gone=before, timeout=120)
     print(f"head host rebooted: every node alive again in {time.monotonic() - start:.1f} s")
     RunningJob(state).assert_correct()
 
 
-def test_restart_with_the_head_unreachable_restarts_no_worker(whole) -> None:
-    workers = [h for name, h in whole.items() if name != HEAD]
+def test_restart_with_the_head_unreachable_restarts_no_worker(deployed) -> None:
+    workers = [h for name, h in deployed.items() if name != HEAD]
     since = {h.name: h.ssh("date +%s").stdout.strip() for h in workers}
     invoke("lab.unplug", HEAD)
     try:
@@ -124,13 +112,13 @@ def test_restart_with_the_head_unreachable_restarts_no_worker(whole) -> None:
     for host in workers:
         journal = host.ssh(f"sudo journalctl --unit=ray --since=@{since[host.name]} --no-pager").stdout
         assert "Stopping ray.service" not in journal, (host.name, journal[-2000:])
-    raycluster.wait_for_cluster(ray_state(whole), all_ips(whole), timeout=180)
+    raycluster.wait_for_cluster(ray_state(deployed), all_ips(deployed), timeout=180)
 
 
-def test_a_stopped_node_leaves_no_process_of_the_ray_user_running(whole) -> None:
+def test_a_stopped_node_leaves_no_process_of_the_ray_user_running(deployed) -> None:
     # The sleep stands in for a Ray process that outlives `ray start`, as a head's agents
     # did (they wait 60 s on the GCS that stopped with them).
-    worker = whole["raylab-3"]
+    worker = deployed["raylab-3"]
     worker.ssh("sudo -u ray setsid sleep 600 </dev/null >/dev/null 2>&1 &")
     assert worker.ssh("pgrep -u ray -x sleep", check=False).returncode == 0
     invoke("stop", "--hosts", worker.name)
@@ -141,23 +129,23 @@ def test_a_stopped_node_leaves_no_process_of_the_ray_user_running(whole) -> None
         invoke("start", "--hosts", worker.name)
 
 
-def test_a_worker_cut_off_the_network_rejoins_when_the_link_is_back(whole) -> None:
-    state, worker = ray_state(whole), whole["raylab-2"]
+def test_a_worker_cut_off_the_network_rejoins_when_the_link_is_back(deployed) -> None:
+    state, worker = ray_state(deployed), deployed["raylab-2"]
     before = node_ids(state, worker)
     invoke("lab.unplug", worker.name)
     try:
         # Longer than Ray's timeouts: the head has declared the node dead.
-        took = raycluster.wait_for_cluster(state, all_ips(whole) - {worker.address}, gone=before, timeout=180)
+        took = raycluster.wait_for_cluster(state, all_ips(deployed) - {worker.address}, gone=before, timeout=180)
         print(f"{worker.name} unplugged: Ray declared it dead after {took:.1f} s")
     finally:
         invoke("lab.plug", worker.name)
-    took = raycluster.wait_for_cluster(state, all_ips(whole), gone=before, timeout=120)
+    took = raycluster.wait_for_cluster(state, all_ips(deployed), gone=before, timeout=120)
     print(f"{worker.name} plugged back in: alive in Ray again {took:.1f} s later")
 
 
-def test_a_provision_killed_while_installing_converges_on_the_next_run(whole, tmp_path: Path) -> None:
+def test_a_provision_killed_while_installing_converges_on_the_next_run(deployed, tmp_path: Path) -> None:
     # A second install beside the live one, on one host, so the cluster keeps running.
-    host, prefix = whole["raylab-3"], "/opt/raykit-killed"
+    host, prefix = deployed["raylab-3"], "/opt/raykit-killed"
 
     def one_host(inv: dict) -> None:
         inv["children"]["ray_head"]["hosts"] = {host.name: inv["children"]["ray_workers"]["hosts"][host.name]}
@@ -189,9 +177,9 @@ def test_a_provision_killed_while_installing_converges_on_the_next_run(whole, tm
         host.ssh(f"sudo rm -rf {prefix}", check=False)
 
 
-def test_a_deploy_that_fails_on_one_worker_leaves_the_running_cluster_running(whole, tmp_path: Path) -> None:
-    state, broken = ray_state(whole), whole["raylab-3"]
-    kept = {name: h for name, h in whole.items() if h is not broken}
+def test_a_deploy_that_fails_on_one_worker_leaves_the_running_cluster_running(deployed, tmp_path: Path) -> None:
+    state, broken = ray_state(deployed), deployed["raylab-3"]
+    kept = {name: h for name, h in deployed.items() if h is not broken}
     before = {name: (main_pid(h), node_ids(state, h)) for name, h in kept.items()}
 
     def typo_on_one_worker(inv: dict) -> None:  # a Ray knob Ray cannot parse: only Ray finds out

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HEAD, LabHost, invoke
+from tests.helpers import HEAD, LabHost, invoke
 
 pytestmark = pytest.mark.lab
 
@@ -20,7 +20,7 @@ def get(url: str) -> tuple[int, str, str, dict[str, str]]:
         return response.status, response.headers.get_content_type(), response.read().decode(), dict(response.headers)
 
 
-def test_every_example_passes_and_tasks_spread_over_hosts(cluster: dict[str, LabHost]) -> None:
+def test_every_example_passes_and_tasks_spread_over_hosts(deployed: dict[str, LabHost]) -> None:
     result = invoke("examples", check=False, timeout=1200)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr
     row = re.compile(r"^(\w+\.py)\s+(passed|FAILED.*?)\s+[\d.]+ s\s+(\S+)\s*$", re.MULTILINE)
@@ -32,14 +32,14 @@ def test_every_example_passes_and_tasks_spread_over_hosts(cluster: dict[str, Lab
     assert int(table["tasks.py"][1]) >= 2, table["tasks.py"]
 
 
-def test_failures_example_really_retries_and_restarts(cluster) -> None:
+def test_failures_example_really_retries_and_restarts(deployed) -> None:
     result = invoke("run", "examples/failures.py", check=False, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:]
     assert re.search(r"^task attempts: 2$", result.stdout, re.MULTILINE), result.stdout[-3000:]
     assert re.search(r"^actor restarts: 1$", result.stdout, re.MULTILINE), result.stdout[-3000:]
 
 
-def test_a_failing_driver_fails_run_and_shows_the_error(cluster, tmp_path: Path) -> None:
+def test_a_failing_driver_fails_run_and_shows_the_error(deployed, tmp_path: Path) -> None:
     script = tmp_path / "broken.py"
     script.write_text(
         "import ray\nray.init()\n\n"
@@ -52,16 +52,16 @@ def test_a_failing_driver_fails_run_and_shows_the_error(cluster, tmp_path: Path)
     assert f"{script} failed" in result.stderr
 
 
-def test_run_passes_arguments_after_the_double_dash(cluster, tmp_path: Path) -> None:
+def test_run_passes_arguments_after_the_double_dash(deployed, tmp_path: Path) -> None:
     script = tmp_path / "echo.py"
     script.write_text("import sys\nprint('args:', sys.argv[1:])\n")
     result = invoke("run", "--no-follow", str(script), "--", "alpha", "beta", timeout=600)
     assert "args: ['alpha', 'beta']" in result.stdout
 
 
-def test_serve_answers_every_response_kind_over_http(cluster: dict[str, LabHost]) -> None:
+def test_serve_answers_every_response_kind_over_http(deployed: dict[str, LabHost]) -> None:
     invoke("serve.deploy", timeout=600)
-    base = f"http://{cluster[HEAD].address}:8000"
+    base = f"http://{deployed[HEAD].address}:8000"
 
     status, ctype, body, _ = get(base + "/")
     assert (status, ctype) == (200, "text/html") and "<h1>Hello from raylab-" in body

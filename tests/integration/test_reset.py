@@ -1,0 +1,31 @@
+"""invoke reset on the lab: hosts left as provision found them, judged on the hosts."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import HEAD, INVENTORY, TOKEN_FILE, assert_refused, invoke, recap
+
+pytestmark = pytest.mark.lab
+
+# What deploy and provision make on a host (Redis with ray_gcs_ft: redis).
+MADE = ("/etc/systemd/system/ray.service", "/etc/ray", "/opt/ray", "/var/lib/ray", "/var/lib/redis",
+        "/usr/bin/redis-server")  # fmt: skip
+
+
+def test_reset_leaves_hosts_as_provision_found_them(deployed) -> None:
+    assert invoke("reset", check=False).returncode == 2  # refuses without --yes
+    invoke("reset", "--yes")
+    for host in deployed.values():
+        assert [path for path in MADE if host.infra.file(path).exists] == [], host.name
+        assert not host.infra.user("ray").exists and not host.infra.group("ray").exists, host.name
+        ray = "ray start|ray[.]scripts[.]scripts|raylet|gcs_server|redis-server"
+        running = host.ssh(f"pgrep -a -f '{ray}'", check=False)
+        assert running.stdout == "", f"{host.name}: {running.stdout}"
+    assert not TOKEN_FILE.exists()
+    assert not TOKEN_FILE.with_suffix(".redis").exists()
+    assert INVENTORY.exists()
+    again = invoke("reset", "--yes")  # on clean hosts: succeeds, changes nothing
+    assert all(c["changed"] == 0 for n, c in recap(again.stdout).items() if n in deployed), again.stdout[-3000:]
+    # Starting Ray where it is not deployed names the host and what to run.
+    assert_refused(invoke("start", check=False), f"{HEAD}: Ray is not deployed here", "run `invoke deploy`")
