@@ -112,6 +112,13 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     }  # fmt: skip
 
 
+def task_results(output: str, task: str) -> set[str]:
+    """How the hosts came out of the named task in ansible-playbook's output ({"ok"},
+    {"skipping"}, ...); empty when the task is not in it."""
+    found = re.search(rf"TASK \[[\w.]+ : {re.escape(task)}.*?\n(.*?)\n\n", output, re.DOTALL)
+    return set(re.findall(r"^(\w+):", found.group(1), re.MULTILINE)) if found else set()
+
+
 def write_inventory_variant(tmp: Path, edit: Edit) -> Path:
     """A copy of the lab inventory changed by `edit(inventory_dict)`, beside the real group_vars."""
     inv = yaml.safe_load(INVENTORY.read_text())

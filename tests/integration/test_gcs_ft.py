@@ -19,6 +19,7 @@ from tests.helpers import (
     node_ids,
     ray_state,
     recap,
+    task_results,
     write_inventory_variant,
 )
 
@@ -69,3 +70,10 @@ def test_with_the_gcs_in_redis_a_head_restart_keeps_workers_and_detached_actors(
     finally:
         result = invoke("deploy", check=False)  # back to the lab's default, ray_gcs_ft: none
     assert result.returncode == 0, result.stdout[-3000:]
+    # Switched off, the kit's Redis is gone with its state, and the next deploy is a no-op again.
+    left = [path for path in ("/usr/bin/redis-server", "/var/lib/redis", "/var/lib/raykit-redis")
+            if head.infra.file(path).exists]  # fmt: skip
+    assert left == [], left
+    again = invoke("deploy")
+    assert all(c["changed"] == 0 for c in recap(again.stdout).values()), again.stdout[-3000:]
+    assert task_results(again.stdout, "Write the settings and units") == {"skipping"}, again.stdout[-3000:]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tests.helpers import HEAD, INVENTORY, TOKEN_FILE, assert_refused, invoke, recap
+from tests.helpers import HEAD, INVENTORY, TOKEN_FILE, assert_refused, invoke, recap, write_inventory_variant
 
 pytestmark = pytest.mark.lab
 
@@ -13,7 +15,11 @@ MADE = ("/etc/systemd/system/ray.service", "/etc/ray", "/opt/ray", "/var/lib/ray
         "/usr/bin/redis-server")  # fmt: skip
 
 
-def test_reset_leaves_hosts_as_provision_found_them(deployed) -> None:
+def test_reset_leaves_hosts_as_provision_found_them(deployed, tmp_path: Path) -> None:
+    # Everything the kit can put on a host, the kit's Redis too.
+    with_redis = write_inventory_variant(tmp_path, lambda inv: inv["vars"].update(ray_gcs_ft="redis"))
+    invoke("deploy", "--inventory", str(with_redis))
+    assert deployed[HEAD].infra.file("/usr/bin/redis-server").exists
     assert invoke("reset", check=False).returncode == 2  # refuses without --yes
     invoke("reset", "--yes")
     for host in deployed.values():
