@@ -55,6 +55,8 @@ CONTROLLER_TOOLS = {
 FIREWALL_TABLE = "raykit_lab"  # nftables table (bridge family) of lab.block
 FIRST_HOST_OFFSET = 11  # hosts get .11, .12, ...; the bridge (controller) gets .1
 NSPAWN_REBOOT_EXIT = 133  # systemd-nspawn's exit code when the container rebooted
+SUITE_RE = re.compile(r"^[a-z]+$")
+DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
 HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 IFNAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,15}$")
 BOOT_TIMEOUT_S = 60.0
@@ -75,7 +77,7 @@ class LabSettings:
     subnet: str
     prefix: str
     admin_user: str
-    suite: str
+    suite: str  # the hosts' Debian suite unless lab.up is given --suites
     mirror: str
 
     @property
@@ -99,6 +101,7 @@ class LabSettings:
 class Host:
     name: str
     address: str
+    suite: str  # the Debian release it runs, e.g. bookworm
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,8 @@ class LabState:
     subnet: str
     bridge: str
     prefix: str
-    base: str
+    suites: tuple[str, ...]  # given to the hosts in turn, also to hosts added later
+    bases: dict[str, str]  # suite -> its base image
     hosts: tuple[Host, ...]
 
     def to_json(self) -> str:
@@ -119,11 +123,16 @@ class LabState:
     @classmethod
     def from_json(cls, text: str) -> LabState:
         data = json.loads(text)
+        if "bases" not in data:  # written before labs had several suites: one base, base-SUITE-DIGEST
+            suite = Path(data["base"]).name.split("-")[1]
+            data["suites"], data["bases"] = [suite], {suite: data["base"]}
+            data["hosts"] = [{**h, "suite": suite} for h in data["hosts"]]
         return cls(
             subnet=data["subnet"],
             bridge=data["bridge"],
             prefix=data["prefix"],
-            base=data["base"],
+            suites=tuple(data["suites"]),
+            bases=dict(data["bases"]),
             hosts=tuple(Host(**h) for h in data["hosts"]),
         )
 
@@ -163,8 +172,17 @@ def host_names(prefix: str, count: int) -> list[str]:
     return [check_hostname(f"{prefix}-{i}") for i in range(1, count + 1)]
 
 
-def plan_hosts(prefix: str, subnet: str, count: int) -> tuple[Host, ...]:
-    """Names and addresses of a lab of `count` hosts; the first is the Ray head."""
+def parse_suites(text: str) -> tuple[str, ...]:
+    """--suites: Debian suite names, comma-separated, given to the hosts in turn."""
+    suites = tuple(part.strip() for part in text.split(","))
+    for suite in suites:
+        if not SUITE_RE.match(suite):
+            raise LabError(f"--suites: {suite!r} is not a Debian suite name (lowercase letters, e.g. bookworm,trixie)")
+    return suites
+
+
+def plan_hosts(prefix: str, subnet: str, count: int, suites: Sequence[str]) -> tuple[Host, ...]:
+    """Names, addresses and suites of a lab of `count` hosts; the first is the Ray head."""
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise LabError(f"--hosts must be a whole number of at least 1, got {count!r}")
     check_hostname(prefix, "host name prefix")
@@ -173,7 +191,7 @@ def plan_hosts(prefix: str, subnet: str, count: int) -> tuple[Host, ...]:
     if count > room:
         raise LabError(f"--hosts {count} does not fit in subnet {subnet} (room for {room})")
     names = host_names(prefix, count)
-    return tuple(Host(n, str(net[FIRST_HOST_OFFSET + i])) for i, n in enumerate(names))
+    return tuple(Host(n, str(net[FIRST_HOST_OFFSET + i]), suites[i % len(suites)]) for i, n in enumerate(names))
 
 
 def bridge_address(subnet: str) -> str:
@@ -181,10 +199,11 @@ def bridge_address(subnet: str) -> str:
     return f"{net[1]}/{net.prefixlen}"
 
 
-def check_against_state(state: LabState | None, settings: LabSettings, count: int) -> None:
+def check_against_state(state: LabState | None, settings: LabSettings, hosts: tuple[Host, ...]) -> None:
     """Refuse a lab.up that would silently reshape an existing lab."""
     if state is None:
         return
+    count = len(hosts)
     if state.subnet != settings.subnet:
         raise LabError(
             f"the lab already has {len(state.hosts)} hosts on subnet {state.subnet}; "
@@ -204,6 +223,12 @@ def check_against_state(state: LabState | None, settings: LabSettings, count: in
             f"the lab has {len(state.hosts)} hosts and --hosts {count} would remove some; "
             "lab.up only adds hosts (run `invoke lab.down` first to shrink)"
         )
+    for old, new in zip(state.hosts, hosts, strict=False):
+        if old.suite != new.suite:
+            raise LabError(
+                f"{old.name} runs {old.suite} and --suites would make it {new.suite}; "
+                "lab.up only adds hosts (run `invoke lab.down` first to change a host's suite)"
+            )
 
 
 def etc_hosts(hosts: tuple[Host, ...]) -> str:
@@ -291,9 +316,9 @@ def _customize_base(root: Path, admin_user: str) -> None:
         deb.unlink()
 
 
-def base_recipe(settings: LabSettings) -> dict[str, object]:
+def base_recipe(settings: LabSettings, suite: str) -> dict[str, object]:
     return {
-        "suite": settings.suite,
+        "suite": suite,
         "mirror": settings.mirror,
         "packages": BASE_PACKAGES,
         "admin_user": settings.admin_user,
@@ -301,26 +326,29 @@ def base_recipe(settings: LabSettings) -> dict[str, object]:
     }
 
 
-def base_image_path(settings: LabSettings) -> Path:
-    digest = hashlib.sha256(json.dumps(base_recipe(settings), sort_keys=True).encode()).hexdigest()
-    return settings.cache_dir / f"base-{settings.suite}-{digest[:12]}"
+def base_image_path(settings: LabSettings, suite: str) -> Path:
+    digest = hashlib.sha256(json.dumps(base_recipe(settings, suite), sort_keys=True).encode()).hexdigest()
+    return settings.cache_dir / f"base-{suite}-{digest[:12]}"
 
 
-def ensure_base_image(settings: LabSettings, log: Log) -> Path:
-    """Build the base image once; rebuilt only when its recipe changes."""
-    path = base_image_path(settings)
+def ensure_base_image(settings: LabSettings, suite: str, log: Log) -> Path:
+    """Build a suite's base image once; rebuilt only when its recipe changes."""
+    path = base_image_path(settings, suite)
     if (path / ".raykit-base").exists():
         return path
+    if not (DEBOOTSTRAP_SCRIPTS / suite).exists():
+        known = sorted(p.name for p in DEBOOTSTRAP_SCRIPTS.glob("*") if SUITE_RE.match(p.name))
+        raise LabError(f"--suites: debootstrap does not know the suite {suite!r} (it knows: {', '.join(known)})")
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     building = path.with_name(path.name + ".building")
     shutil.rmtree(building, ignore_errors=True)
-    log(f"building the base image with debootstrap ({settings.suite}, about a minute, once)")
-    logfile = settings.cache_dir / "debootstrap.log"
+    log(f"building the base image with debootstrap ({suite}, about a minute, once)")
+    logfile = settings.cache_dir / f"debootstrap-{suite}.log"
     cmd = [
         "debootstrap",
         "--variant=minbase",
         f"--include={','.join(BASE_PACKAGES)}",
-        settings.suite,
+        suite,
         str(building),
         settings.mirror,
     ]
@@ -330,13 +358,14 @@ def ensure_base_image(settings: LabSettings, log: Log) -> Path:
         tail = logfile.read_text().strip().splitlines()[-3:]
         raise LabError(f"debootstrap failed (exit {rc}, see {logfile}): {' | '.join(tail)}")
     _customize_base(building, settings.admin_user)
-    (building / ".raykit-base").write_text(json.dumps(base_recipe(settings), sort_keys=True))
+    (building / ".raykit-base").write_text(json.dumps(base_recipe(settings, suite), sort_keys=True))
     building.rename(path)
     return path
 
 
-def prune_base_images(settings: LabSettings, keep: Path) -> None:
-    for old in settings.cache_dir.glob(f"base-{settings.suite}-*"):
+def prune_base_images(settings: LabSettings, suite: str, keep: Path) -> None:
+    """Older images of the suite (their recipe changed); other suites' images stay."""
+    for old in settings.cache_dir.glob(f"base-{suite}-*"):
         if old != keep:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -627,7 +656,7 @@ def start_host(settings: LabSettings, state: LabState, host: Host) -> None:
     if current != "stopped":
         kill_host(settings, host.name)
     delete_veth(host.name)
-    mount_host(settings, Path(state.base), host.name)
+    mount_host(settings, Path(state.bases[host.suite]), host.name)
     configure_host(settings, host, state.hosts)
     boot_host(settings, state, host.name)
 
@@ -635,24 +664,30 @@ def start_host(settings: LabSettings, state: LabState, host: Host) -> None:
 # --- lab operations -----------------------------------------------------------
 
 
-def up(settings: LabSettings, count: int | None, default_count: int, log: Log) -> LabState:
-    """Create or adopt the lab so that it has `count` hosts running (existing count by default)."""
+def up(
+    settings: LabSettings, count: int | None, default_count: int, log: Log, suites: tuple[str, ...] | None = None
+) -> LabState:
+    """Create or adopt the lab so that it has `count` hosts running (existing count by default),
+    given `suites` in turn (the lab's own by default, else settings.suite)."""
     check_bridge(settings.bridge)
     parse_subnet(settings.subnet)
     state = load_state(settings)
     wanted = count if count is not None else (len(state.hosts) if state else default_count)
-    hosts = plan_hosts(settings.prefix, settings.subnet, wanted)
-    check_against_state(state, settings, wanted)
+    suites = suites or (state.suites if state else (settings.suite,))
+    hosts = plan_hosts(settings.prefix, settings.subnet, wanted, suites)
+    check_against_state(state, settings, hosts)
     require_root()
     ensure_controller_tools(log)
     with locked(settings):
-        base = Path(state.base) if state else ensure_base_image(settings, log)
-        if not (base / ".raykit-base").exists():
-            raise LabError(f"the lab's base image {base} is gone; run `invoke lab.down`, then `invoke lab.up`")
-        if state is None:
-            prune_base_images(settings, keep=base)
+        bases = dict(state.bases) if state else {}
+        for suite in sorted({h.suite for h in hosts} - set(bases)):
+            bases[suite] = str(ensure_base_image(settings, suite, log))
+            prune_base_images(settings, suite, keep=Path(bases[suite]))
+        for base in map(Path, bases.values()):
+            if not (base / ".raykit-base").exists():
+                raise LabError(f"the lab's base image {base} is gone; run `invoke lab.down`, then `invoke lab.up`")
         ensure_ssh_key(settings)
-        state = LabState(settings.subnet, settings.bridge, settings.prefix, str(base), hosts)
+        state = LabState(settings.subnet, settings.bridge, settings.prefix, suites, bases, hosts)
         save_state(settings, state)  # before anything else, so a killed run can be cleaned up
         ensure_bridge(state.bridge, state.subnet)
         started = []
@@ -766,6 +801,14 @@ def reboot(settings: LabSettings, name: str, log: Log) -> None:
         wait_for_ssh(settings, (host,))
 
 
+def release(settings: LabSettings, state: LabState, host: Host) -> str:
+    """The Debian release the host runs, from its own os-release (its base image's while it is stopped)."""
+    root = host_root(settings, host.name)
+    tree = root if is_mounted(root) else Path(state.bases[host.suite])
+    found = re.search(r'^VERSION_ID="?(\d+)', _read(str(tree / "etc/os-release")), re.MULTILINE)
+    return f"{host.suite} ({found.group(1)})" if found else host.suite
+
+
 def status(settings: LabSettings) -> list[dict[str, str]]:
     state = load_state(settings)
     if state is None:
@@ -778,6 +821,7 @@ def status(settings: LabSettings) -> list[dict[str, str]]:
                 "host": host.name,
                 "address": host.address,
                 "role": "head" if i == 0 else "worker",
+                "release": release(settings, state, host),
                 "state": running,
                 "ssh": "open" if running == "running" and ssh_open(host.address) else "closed",
             }

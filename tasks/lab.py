@@ -23,14 +23,22 @@ from tasks.common import (
         "hosts": "number of hosts, one head + workers (default: the lab's current count, else lab.hosts)",
         "subnet": "private IPv4 network for the lab bridge, /24 or larger (default: lab.subnet)",
         "prefix": "host name prefix; hosts are PREFIX-1 .. PREFIX-N (default: lab.prefix)",
+        "suites": "Debian suites given to the hosts in turn, e.g. bookworm,trixie (default: the lab's, else lab.suite)",
     }
 )
-def up(c: Context, hosts: str | None = None, subnet: str | None = None, prefix: str | None = None) -> None:
+def up(
+    c: Context,
+    hosts: str | None = None,
+    subnet: str | None = None,
+    prefix: str | None = None,
+    suites: str | None = None,
+) -> None:
     """Create the local lab (or add hosts to it) and write inventory/lab.yml."""
     settings = lab_settings(c, subnet, prefix)
     with user_errors(), step("lab.up"):
         count = None if hosts is None else _as_int(hosts, "--hosts")
-        state = labkit.up(settings, count, int(c.config.lab.hosts), say)
+        given = None if suites is None else labkit.parse_suites(suites)
+        state = labkit.up(settings, count, int(c.config.lab.hosts), say, given)
         path = ROOT / c.config.lab.inventory
         write_inventory(path, lab_inventory(settings, state.hosts))
     say(f"{len(state.hosts)} hosts up; inventory: {path.relative_to(ROOT)}")

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from raykit.ssh import BATCH, ssh_argv
-from tests.helpers import INVENTORY, LAB_HOSTS, ROOT, LabHost, invoke, read_inventory
+from tests.helpers import INVENTORY, LAB_HOSTS, PINS, ROOT, LabHost, assert_refused, invoke, read_inventory
 
 pytestmark = pytest.mark.lab
 
@@ -171,6 +171,9 @@ def test_lab_up_again_changes_nothing(lab: dict[str, LabHost]) -> None:
         (["--prefix", "Ray_Lab"], "host name prefix 'Ray_Lab' is not a valid hostname"),
         (["--subnet", "10.78.0.0/24"], "already has 3 hosts on subnet 10.77.0.0/24"),
         (["--hosts", "2"], "would remove some"),
+        (["--suites", "Trixie"], "'Trixie' is not a Debian suite name"),
+        (["--suites", "trixie"], "raylab-1 runs bookworm and --suites would make it trixie"),
+        (["--hosts", "4", "--suites", "bookworm,bookworm,bookworm,nosuch"], "debootstrap does not know the suite"),
     ],
 )
 def test_bad_input_is_refused_in_one_line_and_changes_nothing(
@@ -254,6 +257,32 @@ def test_lab_up_adds_hosts_without_touching_the_others(lab: dict[str, LabHost]) 
     for host in grown.values():
         out = host.ssh(f"getent hosts {' '.join(grown)}").stdout
         assert grown[new].address in out and new in out, host.name
+
+
+def test_lab_up_gives_hosts_the_suites_in_turn(lab: dict[str, LabHost]) -> None:
+    mark = set_boot_marks(lab)
+    refused = invoke("lab.up", "--suites", "bookworm,trixie", check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert "raylab-2 runs bookworm and --suites would make it trixie" in refused.stderr
+    suites = ",".join(["bookworm"] * LAB_HOSTS + ["trixie"])
+    invoke("lab.up", "--hosts", str(LAB_HOSTS + 1), "--suites", suites, timeout=900)
+    grown = read_inventory()
+    (new,) = set(grown) - set(lab)
+    release = ". /etc/os-release && echo $VERSION_CODENAME $VERSION_ID"
+    found = {name: h.ssh(release).stdout.strip() for name, h in grown.items()}
+    assert found == {**dict.fromkeys(lab, "bookworm 12"), new: "trixie 13"}
+    assert {r["host"]: r["release"] for r in lab_status()} == {
+        **dict.fromkeys(lab, "bookworm (12)"),
+        new: "trixie (13)",
+    }
+    assert boot_marks(lab) == {name: mark for name in lab}, "an existing host was rebooted"
+    assert invoke("lab.up").returncode == 0  # the lab keeps its suites
+    # What the kit's own Python is for: the distro's python3 differs, and provision says where.
+    python = grown[new].ssh("python3 -c 'import platform; print(platform.python_version())'").stdout.strip()
+    result = invoke("provision", check=False)
+    assert_refused(result, "HOST", "FOUND", "WANTED", "nothing was changed")
+    row = next(line for line in result.stdout.splitlines() if line.strip().startswith(new))
+    assert row.split()[:3] == [new, python, PINS["ray_python_version"]], row
 
 
 def test_lab_down_leaves_no_bridge_mount_or_container(running_lab: dict[str, LabHost]) -> None:

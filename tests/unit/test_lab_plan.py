@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from raykit import lab as labkit
+
+BOOKWORM = ("bookworm",)
 
 
 def settings(tmp_path: Path, **overrides: str) -> labkit.LabSettings:
@@ -26,31 +29,31 @@ def settings(tmp_path: Path, **overrides: str) -> labkit.LabSettings:
 
 
 def test_plan_names_and_addresses_hosts_in_order() -> None:
-    hosts = labkit.plan_hosts("raylab", "10.77.0.0/24", 3)
+    hosts = labkit.plan_hosts("raylab", "10.77.0.0/24", 3, BOOKWORM)
     assert hosts == (
-        labkit.Host("raylab-1", "10.77.0.11"),
-        labkit.Host("raylab-2", "10.77.0.12"),
-        labkit.Host("raylab-3", "10.77.0.13"),
+        labkit.Host("raylab-1", "10.77.0.11", "bookworm"),
+        labkit.Host("raylab-2", "10.77.0.12", "bookworm"),
+        labkit.Host("raylab-3", "10.77.0.13", "bookworm"),
     )
     assert labkit.bridge_address("10.77.0.0/24") == "10.77.0.1/24"
 
 
 def test_growing_a_plan_keeps_existing_hosts() -> None:
-    three = labkit.plan_hosts("raylab", "10.77.0.0/24", 3)
-    five = labkit.plan_hosts("raylab", "10.77.0.0/24", 5)
+    three = labkit.plan_hosts("raylab", "10.77.0.0/24", 3, BOOKWORM)
+    five = labkit.plan_hosts("raylab", "10.77.0.0/24", 5, BOOKWORM)
     assert five[:3] == three
 
 
 @pytest.mark.parametrize("count", [0, -1, True, 2.5])
 def test_host_count_must_be_positive_whole_number(count: object) -> None:
     with pytest.raises(labkit.LabError, match="--hosts"):
-        labkit.plan_hosts("raylab", "10.77.0.0/24", count)  # type: ignore[arg-type]
+        labkit.plan_hosts("raylab", "10.77.0.0/24", count, BOOKWORM)  # type: ignore[arg-type]
 
 
 def test_host_count_must_fit_subnet() -> None:
-    assert len(labkit.plan_hosts("raylab", "10.77.0.0/24", 244)) == 244
+    assert len(labkit.plan_hosts("raylab", "10.77.0.0/24", 244, BOOKWORM)) == 244
     with pytest.raises(labkit.LabError, match=r"does not fit in subnet 10\.77\.0\.0/24"):
-        labkit.plan_hosts("raylab", "10.77.0.0/24", 245)
+        labkit.plan_hosts("raylab", "10.77.0.0/24", 245, BOOKWORM)
 
 
 @pytest.mark.parametrize("subnet", ["10.77.0.0/24", "192.168.50.0/24", "172.20.0.0/16"])
@@ -77,7 +80,7 @@ def test_bad_subnets_are_refused_with_the_reason(subnet: str, why: str) -> None:
 @pytest.mark.parametrize("prefix", ["Ray_Lab", "-lab", "lab-", "a" * 64, "", "lab.1"])
 def test_bad_prefixes_are_refused(prefix: str) -> None:
     with pytest.raises(labkit.LabError, match="not a valid hostname"):
-        labkit.plan_hosts(prefix, "10.77.0.0/24", 1)
+        labkit.plan_hosts(prefix, "10.77.0.0/24", 1, BOOKWORM)
 
 
 def test_bad_bridge_name_is_refused() -> None:
@@ -85,14 +88,39 @@ def test_bad_bridge_name_is_refused() -> None:
         labkit.check_bridge("a-bridge-name-too-long")
 
 
-def existing(subnet: str = "10.77.0.0/24", hosts: int = 3) -> labkit.LabState:
-    return labkit.LabState(subnet, "raykit0", "raylab", "/base", labkit.plan_hosts("raylab", subnet, hosts))
+def existing(subnet: str = "10.77.0.0/24", hosts: int = 3, suites: tuple[str, ...] = BOOKWORM) -> labkit.LabState:
+    bases = {suite: f"/cache/base-{suite}-0123456789ab" for suite in suites}
+    hosts_ = labkit.plan_hosts("raylab", subnet, hosts, suites)
+    return labkit.LabState(subnet, "raykit0", "raylab", suites, bases, hosts_)
+
+
+def planned(count: int, suites: tuple[str, ...] = BOOKWORM) -> tuple[labkit.Host, ...]:
+    return labkit.plan_hosts("raylab", "10.77.0.0/24", count, suites)
 
 
 def test_existing_lab_accepts_same_shape_or_growth(tmp_path: Path) -> None:
-    labkit.check_against_state(existing(), settings(tmp_path), 3)
-    labkit.check_against_state(existing(), settings(tmp_path), 5)
-    labkit.check_against_state(None, settings(tmp_path), 1)
+    labkit.check_against_state(existing(), settings(tmp_path), planned(3))
+    labkit.check_against_state(existing(), settings(tmp_path), planned(5))
+    labkit.check_against_state(None, settings(tmp_path), planned(1))
+    # A host added later gets the suite its place has, whatever the others run.
+    labkit.check_against_state(existing(), settings(tmp_path), planned(4, ("bookworm",) * 3 + ("trixie",)))
+
+
+def test_hosts_get_the_suites_in_turn() -> None:
+    hosts = planned(5, ("bookworm", "trixie"))
+    assert [h.suite for h in hosts] == ["bookworm", "trixie", "bookworm", "trixie", "bookworm"]
+    assert labkit.parse_suites("bookworm,trixie") == ("bookworm", "trixie")
+
+
+@pytest.mark.parametrize("text", ["", "bookworm,", "Trixie", "bookworm trixie", "../x"])
+def test_bad_suites_are_refused(text: str) -> None:
+    with pytest.raises(labkit.LabError, match="is not a Debian suite name"):
+        labkit.parse_suites(text)
+
+
+def test_a_host_keeps_its_suite(tmp_path: Path) -> None:
+    with pytest.raises(labkit.LabError, match="raylab-2 runs bookworm and --suites would make it trixie"):
+        labkit.check_against_state(existing(), settings(tmp_path), planned(3, ("bookworm", "trixie")))
 
 
 @pytest.mark.parametrize(
@@ -106,16 +134,27 @@ def test_existing_lab_accepts_same_shape_or_growth(tmp_path: Path) -> None:
 )
 def test_existing_lab_refuses_reshaping(tmp_path: Path, override: dict[str, str], count: int, why: str) -> None:
     with pytest.raises(labkit.LabError, match=why):
-        labkit.check_against_state(existing(), settings(tmp_path, **override), count)
+        labkit.check_against_state(existing(), settings(tmp_path, **override), planned(count))
 
 
 def test_state_round_trips_through_json() -> None:
-    state = existing(hosts=2)
+    state = existing(hosts=3, suites=("bookworm", "trixie"))
     assert labkit.LabState.from_json(state.to_json()) == state
 
 
+def test_a_lab_made_before_suites_is_read_as_one_suite() -> None:
+    old = {
+        "subnet": "10.77.0.0/24",
+        "bridge": "raykit0",
+        "prefix": "raylab",
+        "base": "/cache/base-bookworm-0123456789ab",
+        "hosts": [{"name": "raylab-1", "address": "10.77.0.11"}, {"name": "raylab-2", "address": "10.77.0.12"}],
+    }
+    assert labkit.LabState.from_json(json.dumps(old)) == existing(hosts=2)
+
+
 def test_every_host_resolves_every_other_from_etc_hosts() -> None:
-    text = labkit.etc_hosts(labkit.plan_hosts("raylab", "10.77.0.0/24", 2))
+    text = labkit.etc_hosts(labkit.plan_hosts("raylab", "10.77.0.0/24", 2, BOOKWORM))
     assert "10.77.0.11\traylab-1\n" in text
     assert "10.77.0.12\traylab-2\n" in text
     assert text.startswith("127.0.0.1\tlocalhost\n")
@@ -129,8 +168,8 @@ def test_network_unit_sets_static_address_without_link_local() -> None:
 
 
 def test_base_image_path_follows_its_recipe(tmp_path: Path) -> None:
-    a = labkit.base_image_path(settings(tmp_path))
-    assert a == labkit.base_image_path(settings(tmp_path))
-    assert a.parent == tmp_path / "cache"
-    assert labkit.base_image_path(settings(tmp_path, mirror="http://mirror.example/debian")) != a
-    assert labkit.base_image_path(settings(tmp_path, suite="trixie")) != a
+    a = labkit.base_image_path(settings(tmp_path), "bookworm")
+    assert a == labkit.base_image_path(settings(tmp_path), "bookworm")
+    assert a.parent == tmp_path / "cache" and a.name.startswith("base-bookworm-")
+    assert labkit.base_image_path(settings(tmp_path, mirror="http://mirror.example/debian"), "bookworm") != a
+    assert labkit.base_image_path(settings(tmp_path), "trixie").name.startswith("base-trixie-")
