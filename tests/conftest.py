@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -14,10 +15,12 @@ from tests.helpers import ENV, INVENTORY, LAB_HOSTS, LabHost, all_ips, invoke, r
 
 IN_CI = os.environ.get("CI") == "true"
 
-# One line per host: what of Ray is on it, read on the host itself.
+# One line per host, the last it prints: what of Ray is on it, read on the host itself.
+# The kit's Redis left on a head (ray_gcs_ft) is not the lab's deployed state.
 STATE_SCRIPT = f"""
-if test -e /etc/systemd/system/ray.service; then echo "deployed $(systemctl is-active ray)"
-elif test "$(readlink /opt/ray/current)" = {ENV}; then echo provisioned
+if test -e /etc/systemd/system/ray.service; then
+  echo "deployed $(systemctl is-active ray)$(test -e /var/lib/raykit-redis && echo ' with redis')"
+elif test "$(readlink /opt/ray/current)" = {ENV} -a ! -e /etc/ray; then echo provisioned
 elif test -e /opt/ray -o -e /etc/ray || getent passwd ray >/dev/null; then echo partial
 else echo fresh; fi
 """
@@ -39,8 +42,12 @@ def host_states(hosts: dict[str, LabHost]) -> dict[str, str | None]:
     """host -> its Ray state (see STATE_SCRIPT); None when it does not answer."""
 
     def read(host: LabHost) -> str | None:
-        result = host.ssh(STATE_SCRIPT, check=False, timeout=15)
-        return result.stdout.strip() if result.returncode == 0 else None
+        try:
+            result = host.ssh(STATE_SCRIPT, check=False, timeout=15)
+        except subprocess.TimeoutExpired:
+            return None
+        lines = result.stdout.strip().splitlines()  # after what a chatty login shell prints
+        return lines[-1] if result.returncode == 0 and lines else None
 
     with ThreadPoolExecutor(len(hosts)) as pool:
         return dict(zip(hosts, pool.map(read, hosts.values()), strict=True))
@@ -56,6 +63,9 @@ def running_lab() -> dict[str, LabHost]:
         pytest.skip(reason)
     hosts = read_inventory() if INVENTORY.exists() else {}
     if not hosts or None in host_states(hosts).values():
+        for name in hosts:  # a test that failed may have left a host unplugged or a port blocked
+            invoke("lab.plug", name, check=False)
+        invoke("lab.unblock", check=False)
         invoke("lab.up", *([] if hosts else ["--hosts", str(LAB_HOSTS)]))
     return read_inventory()
 

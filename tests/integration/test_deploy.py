@@ -174,7 +174,8 @@ def test_a_login_shell_that_prints_first_does_not_confuse_the_kit(deployed) -> N
     host.ssh("cp ~/.bashrc ~/.bashrc.raykit-test && sed -i '1i echo Welcome to the lab' ~/.bashrc")
     try:
         assert host.ssh("true").stdout.startswith("Welcome to the lab")
-        assert all(c["changed"] == 0 for n, c in recap(deploy_ok()).items() if n in deployed)  # preflight's probe
+        counts = recap(deploy_ok())  # preflight's probe
+        assert set(deployed) <= set(counts) and all(counts[n]["changed"] == 0 for n in deployed), counts
         nodes = json.loads(invoke("status", "--json").stdout)["nodes"]  # the unit's state
         assert {(n["host"], n["unit"]) for n in nodes} == {(name, "active/enabled") for name in deployed}
         result = invoke("doctor", check=False, timeout=120)  # the host check
@@ -220,20 +221,24 @@ def test_deploy_repairs_hand_made_changes_on_a_node(deployed) -> None:
 def test_a_worker_change_restarts_only_that_worker(deployed, tmp_path: Path) -> None:
     worker = sorted(deployed)[1]
     before = main_pids(deployed)
-    deploy_ok("--inventory", str(write_inventory_variant(tmp_path, with_labels([worker], {"disk": "ssd"}))))
-    after = main_pids(deployed)
+    try:
+        deploy_ok("--inventory", str(write_inventory_variant(tmp_path, with_labels([worker], {"disk": "ssd"}))))
+        after = main_pids(deployed)
+    finally:
+        deploy_ok()  # back to the plain inventory
     assert after[worker] != before[worker]
     assert {n: p for n, p in after.items() if n != worker} == {n: p for n, p in before.items() if n != worker}
-    deploy_ok()  # back to the plain inventory
     wait_for_nodes(deployed)
 
 
 def test_a_head_change_restarts_the_head_then_every_worker(deployed, tmp_path: Path) -> None:
     before = main_pids(deployed)
-    deploy_ok("--inventory", str(write_inventory_variant(tmp_path, with_labels([HEAD], {"zone": "a"}))))
-    after = main_pids(deployed)
+    try:
+        deploy_ok("--inventory", str(write_inventory_variant(tmp_path, with_labels([HEAD], {"zone": "a"}))))
+        after = main_pids(deployed)
+    finally:
+        deploy_ok()
     assert all(after[n] != before[n] for n in deployed), (before, after)
-    deploy_ok()
     assert ray_alive_nodes(deployed[HEAD]) == expected_nodes(deployed)
 
 

@@ -81,11 +81,10 @@ def test_doctor_names_a_failing_unit_and_shows_its_journal(whole) -> None:
 
 def test_doctor_names_a_hand_edited_unit_and_a_head_that_switched_authentication_off(whole) -> None:
     head, worker = whole[HEAD], whole[WORKER]
-    worker.ssh("echo '# tuned by hand' | sudo tee -a /etc/systemd/system/ray.service >/dev/null")
-    head.ssh(
-        "sudo sed -i 's/^RAY_AUTH_MODE=token$/RAY_AUTH_MODE=disabled/' /etc/ray/ray.env && sudo systemctl restart ray"
-    )
     try:
+        worker.ssh("echo '# tuned by hand' | sudo tee -a /etc/systemd/system/ray.service >/dev/null")
+        auth_off = "s/^RAY_AUTH_MODE=token$/RAY_AUTH_MODE=disabled/"
+        head.ssh(f"sudo sed -i '{auth_off}' /etc/ray/ray.env && sudo systemctl restart ray")
         raycluster.wait_for_cluster(ray_state(whole), all_ips(whole), timeout=120)
         result = doctor()
         assert result.returncode == 1, result.stdout
@@ -99,14 +98,15 @@ def test_doctor_names_a_hand_edited_unit_and_a_head_that_switched_authentication
 
 def test_doctor_names_a_node_that_runs_outside_the_cluster(whole) -> None:
     host, dropin = whole[WORKER], "/etc/systemd/system/ray.service.d/own-cluster.conf"
-    # Someone made the worker a head of its own: the unit runs, the node is not ours.
-    host.ssh(
-        f"sudo mkdir -p {Path(dropin).parent} && printf '[Service]\\nExecStart=\\nExecStart=/opt/ray/current/bin/ray"
-        f" start --block --head --port=6390 --node-ip-address={host.address} --temp-dir=/var/lib/ray/tmp"
-        f" --include-dashboard=false --disable-usage-stats\\n' | sudo tee {dropin} >/dev/null"
-        " && sudo systemctl daemon-reload && sudo systemctl restart ray"
-    )
     try:
+        # Someone made the worker a head of its own: the unit runs, the node is not ours.
+        host.ssh(
+            f"sudo mkdir -p {Path(dropin).parent} && printf '[Service]\\nExecStart=\\n"
+            "ExecStart=/opt/ray/current/bin/ray start --block --head --port=6390"
+            f" --node-ip-address={host.address} --temp-dir=/var/lib/ray/tmp"
+            f" --include-dashboard=false --disable-usage-stats\\n' | sudo tee {dropin} >/dev/null"
+            " && sudo systemctl daemon-reload && sudo systemctl restart ray"
+        )
         raycluster.wait_for_cluster(ray_state(whole), all_ips(whole) - {host.address}, timeout=60)
         assert_finds(doctor(), WORKER, f"its node ({host.address}) is not in the cluster", "invoke restart")
     finally:

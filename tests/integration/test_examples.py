@@ -62,24 +62,25 @@ def test_run_passes_arguments_after_the_double_dash(deployed, tmp_path: Path) ->
 def test_serve_answers_every_response_kind_over_http(deployed: dict[str, LabHost]) -> None:
     invoke("serve.deploy", timeout=600)
     base = f"http://{deployed[HEAD].address}:8000"
+    try:
+        status, ctype, body, _ = get(base + "/")
+        assert (status, ctype) == (200, "text/html") and "<h1>Hello from raylab-" in body
 
-    status, ctype, body, _ = get(base + "/")
-    assert (status, ctype) == (200, "text/html") and "<h1>Hello from raylab-" in body
+        status, ctype, body, _ = get(base + "/stream")
+        assert (status, ctype) == (200, "text/plain")
+        assert body.splitlines() == [f"chunk {i}" for i in range(5)]
 
-    status, ctype, body, _ = get(base + "/stream")
-    assert (status, ctype) == (200, "text/plain")
-    assert body.splitlines() == [f"chunk {i}" for i in range(5)]
+        status, ctype, body, headers = get(base + "/download")
+        assert (status, ctype) == (200, "text/csv")
+        assert 'attachment; filename="squares.csv"' in headers["content-disposition"]
+        assert body.splitlines()[:3] == ["n,square", "0,0", "1,1"]
 
-    status, ctype, body, headers = get(base + "/download")
-    assert (status, ctype) == (200, "text/csv")
-    assert 'attachment; filename="squares.csv"' in headers["content-disposition"]
-    assert body.splitlines()[:3] == ["n,square", "0,0", "1,1"]
+        status, ctype, body, _ = get(base + "/api/info")
+        assert (status, ctype) == (200, "application/json")
+        assert json.loads(body)["app"] == "raykit-demo"
 
-    status, ctype, body, _ = get(base + "/api/info")
-    assert (status, ctype) == (200, "application/json")
-    assert json.loads(body)["app"] == "raykit-demo"
-
-    assert "raykit-demo" in invoke("serve.status").stdout
-    invoke("serve.shutdown")
+        assert "raykit-demo" in invoke("serve.status").stdout
+    finally:
+        invoke("serve.shutdown")
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         get(base + "/api/info")

@@ -126,6 +126,7 @@ def test_a_stopped_node_leaves_no_process_of_the_ray_user_running(deployed) -> N
         left = worker.ssh("pgrep -u ray -a", check=False).stdout
         assert left == "", left
     finally:
+        worker.ssh("sudo pkill -u ray -x sleep", check=False)
         invoke("start", "--hosts", worker.name)
 
 

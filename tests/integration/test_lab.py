@@ -116,7 +116,7 @@ def test_root_cannot_log_in_over_ssh(lab: dict[str, LabHost]) -> None:
 
 def test_each_host_runs_systemd_as_pid_1(lab: dict[str, LabHost]) -> None:
     for host in lab.values():
-        state = host.ssh("systemctl is-system-running", check=False).stdout.strip()
+        state = host.ssh("systemctl is-system-running --wait", check=False, timeout=90).stdout.strip()
         assert state in ("running", "degraded"), f"{host.name}: {state}"
         assert host.ssh("cat /proc/1/comm").stdout.strip() == "systemd"
         assert host.ssh("hostname").stdout.strip() == host.name

@@ -302,15 +302,15 @@ UNCOMPILED = (
 def test_hand_made_drift_is_flagged_repaired_and_compiled(provisioned, tmp_path: Path) -> None:
     victim = provisioned[sorted(provisioned)[1]]
     install_fake_wheel(victim, tmp_path, "ray", "2.59.0")
-    assert direct_state(victim)[1] == "2.59.0"
-
-    flagged = invoke("versions", check=False)
-    assert flagged.returncode != 0
-    row = next(line for line in flagged.stdout.splitlines() if line.startswith(victim.name))
-    assert "ray 2.59.0 (lock 2.60.0)" in row
-    assert "installed files differ" in row or "Ray 2.59.0 (pin 2.60.0)" in row
-
-    repaired = provision()
+    try:
+        assert direct_state(victim)[1] == "2.59.0"
+        flagged = invoke("versions", check=False)
+        assert flagged.returncode != 0
+        row = next(line for line in flagged.stdout.splitlines() if line.startswith(victim.name))
+        assert "ray 2.59.0 (lock 2.60.0)" in row
+        assert "installed files differ" in row or "Ray 2.59.0 (pin 2.60.0)" in row
+    finally:
+        repaired = provision()
     assert repaired.returncode == 0, repaired.stdout[-3000:]
     assert recap(repaired.stdout)[victim.name]["changed"] > 0
     states = {name: direct_state(h) for name, h in provisioned.items()}
