@@ -121,8 +121,8 @@ def test_code_planted_in_the_environment_never_runs_as_root_is_named_and_repaire
     assert ray_uid in uids_that_ran_planted_code(victim)
 
     pids = main_pids(repaired)
-    repaired = invoke("provision")
-    assert recap(repaired.stdout)[victim.name]["changed"] > 0
+    reprovisioned = invoke("provision")
+    assert recap(reprovisioned.stdout)[victim.name]["changed"] > 0
     assert "0" not in uids_that_ran_planted_code(victim)
     for path in IN_THE_ENVIRONMENT:
         if not path.endswith("ray/__init__.py"):
@@ -142,8 +142,8 @@ def test_an_edit_that_keeps_size_and_time_is_found_by_doctor_deep_and_repaired(r
     deep = invoke("doctor", "--deep", check=False)
     real = module.replace(ENV, "/opt/ray/venvs/ray-2.60.0-py3.11.2")
     assert deep.returncode == 1 and f"| changed: {real}" in deep.stdout, deep.stdout
-    repaired = invoke("provision", "--deep")
-    assert recap(repaired.stdout)[victim.name]["changed"] > 0
+    reprovisioned = invoke("provision", "--deep")
+    assert recap(reprovisioned.stdout)[victim.name]["changed"] > 0
     assert invoke("doctor", "--deep", check=False).returncode == 0
 
 
