@@ -170,6 +170,9 @@ def version_rows(state: dict[str, Any]) -> list[dict[str, str]]:
         {
             "host": host,
             "python": info["environment"]["python"],
+            # The distro's interpreter, or the kit's build for the hosts' release (raykit.pybuild).
+            "provider": info["environment"].get("provider", "missing"),
+            "interpreter": info["environment"].get("interpreter", ""),
             "ray": info["environment"]["ray"],
             "packages": str(info["environment"]["packages"]),
             "digest": info["environment"]["digest"][:12],

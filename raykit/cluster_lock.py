@@ -2,11 +2,13 @@
 
 One file per host architecture, `locks/cluster-ARCH.txt`, made by uv for the pinned
 Python version. Its first line records the pins it was made from, so a changed pin
-without a re-lock is caught before anything is installed (roles/ray/tasks/preflight.yml).
+without a re-lock is caught before anything is installed (roles/ray/tasks/preflight.yml),
+and the pinned CPython source's URL and sha256, which the kit's own build checks
+(raykit.pybuild: the source is downloaded once, here, and its digest taken).
 
 Run by `invoke lock` through playbooks/lock.yml:
     python -m raykit.cluster_lock --python 3.11.2 --ray 2.60.0 --extra default \
-        --package numpy --arch x86_64 --out locks
+        --package numpy --arch x86_64 --out locks --python-source-url URL --python-cache DIR
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from raykit import pybuild
 
 HEADER_PREFIX = "# raykit-lock: "
 # Oldest glibc the wheels may need (Debian 11+, Ubuntu 20.04+, RHEL 9).
@@ -58,8 +62,8 @@ def ray_known_extras(ray_version: str) -> list[str]:
     return sorted(importlib.metadata.metadata("ray").get_all("Provides-Extra") or [])
 
 
-def header(pins: Pins, arch: str, known_extras: list[str]) -> str:
-    data = {**asdict(pins), "arch": arch, "ray_known_extras": known_extras}
+def header(pins: Pins, arch: str, known_extras: list[str], python_source: dict[str, str]) -> str:
+    data = {**asdict(pins), "arch": arch, "ray_known_extras": known_extras, "python_source": python_source}
     return HEADER_PREFIX + json.dumps(data, sort_keys=True)
 
 
@@ -78,7 +82,7 @@ def unknown_extras(extras: list[str] | tuple[str, ...], known: list[str], ray_ve
     return [f"ray_extras: unknown extra {', '.join(unknown)} (Ray {ray_version} has: {', '.join(known)})"]
 
 
-def compile_lock(pins: Pins, arch: str, out_dir: Path, uv: str) -> bool:
+def compile_lock(pins: Pins, arch: str, out_dir: Path, uv: str, python_source: dict[str, str]) -> bool:
     """Resolve the pins for one architecture; returns whether the lock file changed."""
     known = ray_known_extras(pins.ray_version)
     for problem in unknown_extras(pins.ray_extras, known, pins.ray_version):
@@ -91,12 +95,13 @@ def compile_lock(pins: Pins, arch: str, out_dir: Path, uv: str) -> bool:
             "--python-version", pins.python_version,
             "--python-platform", f"{arch}-{MANYLINUX}",
             "--only-binary", ":all:",
-            "--output-file", str(out), str(req),
+            "--output-file", out.name, req.name,
         ]  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        # Relative names: uv writes the input's path into the lock's comments.
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=tmp)
         if result.returncode != 0:
             raise LockError(f"uv could not resolve the pins for {arch}: {result.stderr.strip()}")
-        text = header(pins, arch, known) + "\n" + out.read_text()
+        text = header(pins, arch, known, python_source) + "\n" + out.read_text()
     path = lock_file(out_dir, arch)
     if path.exists() and path.read_text() == text:
         return False
@@ -114,13 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", action="append", required=True, help="a host architecture (repeatable)")
     parser.add_argument("--out", type=Path, required=True, help="folder of the lock files")
     parser.add_argument("--uv", default=str(Path(sys.executable).parent / "uv"))
+    parser.add_argument("--python-source-url", default="", help="the CPython source archive (python.org's)")
+    parser.add_argument("--python-cache", type=Path, required=True, help="controller folder for the source")
     args = parser.parse_args(argv)
     pins = Pins(args.python, args.ray, tuple(args.extra), tuple(args.package))
     try:
+        url = pybuild.source_url(args.python, args.python_source_url)
+        _, sha256 = pybuild.fetch(url, None, args.python_cache.expanduser())
+        source = {"url": url, "sha256": sha256}
         for arch in sorted(set(args.arch)):
-            changed = compile_lock(pins, arch, args.out, args.uv)
+            changed = compile_lock(pins, arch, args.out, args.uv, source)
             print(f"{lock_file(args.out, arch)}: {'changed' if changed else 'unchanged'}")
-    except LockError as exc:
+    except (LockError, pybuild.BuildError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

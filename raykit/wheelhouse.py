@@ -94,6 +94,8 @@ def bytecode(wheels: Path | None, arch: str, python_version: str, out: Path) -> 
     interpreter = (
         sys.executable if sys.version_info[:2] == major_minor else shutil.which("python{}.{}".format(*major_minor))
     )
+    if interpreter and not runs_as(interpreter, major_minor):
+        interpreter = None  # a version manager's shim with no such Python behind it
     if wheels is None or interpreter is None or platform.machine() != arch:
         node_bytecode.pack(Path(), [], out)
         return
@@ -106,6 +108,18 @@ def bytecode(wheels: Path | None, arch: str, python_version: str, out: Path) -> 
         raise SystemExit(
             f"error: compiling the node's bytecode with {interpreter} failed: {result.stderr.strip()[-500:]}"
         )
+
+
+def runs_as(interpreter: str, major_minor: tuple[int, ...]) -> bool:
+    """Whether interpreter starts, as Python X.Y."""
+    try:
+        out = subprocess.run(
+            [interpreter, "-I", "-c", "import sys; print(*sys.version_info[:2])"],
+            capture_output=True, text=True, timeout=30, check=False,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return tuple(int(part) for part in out.split()) == major_minor
 
 
 def pack(tar_path: Path, lock: Path, uv: bytes, wheels: list[Path], node_pycs: Path) -> None:

@@ -9,7 +9,7 @@ import time
 
 from invoke import Collection, Context, task
 
-from tasks.bench import bench_cluster, bench_faults, bench_lab
+from tasks.bench import bench_cluster, bench_faults, bench_lab, bench_python
 from tasks.cluster import (
     dashboard,
     deploy,
@@ -57,6 +57,7 @@ bench = Collection("bench")
 bench.add_task(bench_lab, name="lab")
 bench.add_task(bench_cluster, name="cluster")
 bench.add_task(bench_faults, name="faults")
+bench.add_task(bench_python, name="python")
 ns = Collection(
     demo,
     lint,

@@ -26,7 +26,7 @@ from tasks.common import (
     say,
     user_errors,
 )
-from tasks.lab import up
+from tasks.lab import down, up
 
 
 def lab_only(c: Context, inventory: str | None, task_name: str) -> None:
@@ -88,6 +88,36 @@ def bench_cluster(c: Context, inventory: str | None = None) -> None:
     print_table(figures)
     for tar in tars:
         say(f"bench: bytes sent per host by a cold provision: {tar.stat().st_size} ({tar.parent.name})")
+
+
+@task(help={"hosts": "lab size for both runs (default 4)", "suites": "the mixed lab's suites, in turn"})
+def bench_python(c: Context, hosts: int = 4, suites: str = "bookworm,bookworm,bookworm,trixie") -> None:
+    """Measure a cold and a no-op provision of a uniform lab against a mixed lab's, whose hosts need
+    the kit's build of Python (builds cached: provision the mixed lab once first), and show the builds."""
+    figures = []
+    for kind, lab_suites in [("uniform", c.config.lab.suite), ("mixed", suites)]:
+        down(c)
+        up(c, hosts=str(hosts), suites=lab_suites)
+        start = time.monotonic()
+        provision(c)
+        cold = time.monotonic() - start
+        start = time.monotonic()
+        provision(c)
+        figures.append({"lab": f"{kind} ({lab_suites})", "cold provision (s)": f"{cold:.1f}",
+                        "no-op provision (s)": f"{time.monotonic() - start:.1f}"})  # fmt: skip
+    print_table(figures)
+    builds = sorted(Path("~/.cache/raykit/python").expanduser().glob("cpython-*/python.tar.gz"))
+    print_table(
+        [
+            {
+                "build": tar.parent.name,
+                "built in (s)": (tar.parent / "seconds").read_text().strip(),
+                "archive (MB)": f"{tar.stat().st_size / 1e6:.1f}",
+                "runtime packages (MB)": f"{(tar.parent / 'debs.tar').stat().st_size / 1e6:.1f}",
+            }
+            for tar in builds
+        ]
+    )
 
 
 @task()

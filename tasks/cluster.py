@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import shlex
+import sys
 import tempfile
 from pathlib import Path
 
@@ -64,6 +65,8 @@ def versions(c: Context, inventory: str | None = None, json_: bool = False) -> N
         {
             "host": "controller (job client)",
             "python": platform.python_version(),
+            "provider": "-",
+            "interpreter": sys.executable,
             "ray": ray.__version__,
             "packages": "-",
             "digest": "-",

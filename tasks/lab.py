@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import configparser
 import json
+from collections.abc import Iterable
+from pathlib import Path
 
 from invoke import Context, task
 
@@ -38,10 +41,24 @@ def up(
     with user_errors(), step("lab.up"):
         count = None if hosts is None else _as_int(hosts, "--hosts")
         given = None if suites is None else labkit.parse_suites(suites)
+        before = labkit.load_state(settings)
         state = labkit.up(settings, count, int(c.config.lab.hosts), say, given)
+        forget_facts({h.name for h in state.hosts} - {h.name for h in (before.hosts if before else ())})
         path = ROOT / c.config.lab.inventory
         write_inventory(path, lab_inventory(settings, state.hosts))
     say(f"{len(state.hosts)} hosts up; inventory: {path.relative_to(ROOT)}")
+
+
+def forget_facts(names: Iterable[str]) -> None:
+    """Ansible's cached facts of these hosts (ansible.cfg): a lab host made anew is a new machine,
+    maybe of another release, with another Python."""
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "ansible.cfg")
+    folder = Path(cfg.get("defaults", "fact_caching_connection", fallback="")).expanduser()
+    for name in names:
+        # The jsonfile cache names a host's file NAME, or PREFIX_NAME (Ansible 2.19: s1_NAME).
+        for path in [folder / name, *folder.glob(f"*_{name}")] if folder.name else []:
+            path.unlink(missing_ok=True)
 
 
 def _as_int(value: str | int, field: str) -> int:
@@ -54,8 +71,11 @@ def _as_int(value: str | int, field: str) -> int:
 @task
 def down(c: Context) -> None:
     """Remove the lab: containers, overlays, mounts, bridge, key and inventory/lab.yml."""
+    settings = lab_settings(c)
     with user_errors():
-        labkit.down(lab_settings(c), say)
+        state = labkit.load_state(settings)
+        labkit.down(settings, say)
+    forget_facts(h.name for h in (state.hosts if state else ()))
     (ROOT / c.config.lab.inventory).unlink(missing_ok=True)
 
 

@@ -16,7 +16,18 @@ import pytest
 import yaml
 
 from raykit.ssh import BATCH, ssh_argv
-from tests.helpers import INVENTORY, LAB_HOSTS, PINS, ROOT, LabHost, assert_refused, invoke, read_inventory
+from tests.helpers import (
+    INVENTORY,
+    LAB_HOSTS,
+    PINS,
+    ROOT,
+    LabHost,
+    assert_refused,
+    invoke,
+    on_every_host,
+    read_inventory,
+    write_inventory_variant,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -259,7 +270,7 @@ def test_lab_up_adds_hosts_without_touching_the_others(lab: dict[str, LabHost]) 
         assert grown[new].address in out and new in out, host.name
 
 
-def test_lab_up_gives_hosts_the_suites_in_turn(lab: dict[str, LabHost]) -> None:
+def test_lab_up_gives_hosts_the_suites_in_turn(lab: dict[str, LabHost], tmp_path: Path) -> None:
     mark = set_boot_marks(lab)
     refused = invoke("lab.up", "--suites", "bookworm,trixie", check=False)
     assert refused.returncode == 2, refused.stderr
@@ -277,9 +288,11 @@ def test_lab_up_gives_hosts_the_suites_in_turn(lab: dict[str, LabHost]) -> None:
     }
     assert boot_marks(lab) == {name: mark for name in lab}, "an existing host was rebooted"
     assert invoke("lab.up").returncode == 0  # the lab keeps its suites
-    # What the kit's own Python is for: the distro's python3 differs, and provision says where.
+    # The system provider takes the distro's python3 as it is: it differs there, and provision
+    # says where (the default provider builds the pin for that host: test_python.py).
     python = grown[new].ssh("python3 -c 'import platform; print(platform.python_version())'").stdout.strip()
-    result = invoke("provision", check=False)
+    system = write_inventory_variant(tmp_path, on_every_host(ray_python_provider="system"))
+    result = invoke("provision", "--inventory", str(system), check=False)
     assert_refused(result, "HOST", "FOUND", "WANTED", "nothing was changed")
     row = next(line for line in result.stdout.splitlines() if line.strip().startswith(new))
     assert row.split()[:3] == [new, python, PINS["ray_python_version"]], row

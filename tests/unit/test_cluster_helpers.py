@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,12 +42,16 @@ def test_lock_requirements_name_ray_with_extras_and_the_installer() -> None:
     assert cluster_lock.Pins("3.11.2", "2.60.0", (), ()).requirements() == "ray==2.60.0\nuv\n"
 
 
+SOURCE = {"url": "https://www.python.org/ftp/python/3.11.2/Python-3.11.2.tgz", "sha256": "ab" * 32}
+
+
 def test_lock_header_round_trips(tmp_path: Path) -> None:
     pins = cluster_lock.Pins("3.11.2", "2.60.0", ("default",), ())
     path = tmp_path / "cluster-x86_64.txt"
-    path.write_text(cluster_lock.header(pins, "x86_64", ["default", "serve"]) + "\nray==2.60.0\n")
+    path.write_text(cluster_lock.header(pins, "x86_64", ["default", "serve"], SOURCE) + "\nray==2.60.0\n")
     meta = cluster_lock.read_header(path)
     assert (meta["ray_version"], meta["arch"], meta["ray_known_extras"]) == ("2.60.0", "x86_64", ["default", "serve"])
+    assert meta["python_source"] == SOURCE
 
 
 def test_lock_without_header_is_refused(tmp_path: Path) -> None:
@@ -69,7 +74,7 @@ def test_the_wheelhouse_is_named_by_its_lock_and_source(tmp_path: Path) -> None:
 def test_unknown_extra_is_refused_before_resolving(tmp_path: Path) -> None:
     pins = cluster_lock.Pins("3.11.2", "2.60.0", ("default", "bogus"), ())
     with pytest.raises(cluster_lock.LockError, match="unknown extra bogus"):
-        cluster_lock.compile_lock(pins, "x86_64", tmp_path, uv="/nonexistent/uv")
+        cluster_lock.compile_lock(pins, "x86_64", tmp_path, uv="/nonexistent/uv", python_source=SOURCE)
 
 
 STATE = {
@@ -227,3 +232,13 @@ def test_join_check_reports_its_own_failure_in_its_json(monkeypatch, capsys) -> 
     seen = json.loads(capsys.readouterr().out)
     assert seen["joined"] is False and seen["missing"] == ["10.0.0.1=2"]
     assert seen["error"].startswith("the join check failed: KeyError"), seen["error"]
+
+
+def test_the_bytecode_is_compiled_only_by_a_python_that_runs_as_the_hosts_x_y(tmp_path: Path) -> None:
+    shim = tmp_path / "python3.13"  # a version manager's shim with no such Python behind it
+    shim.write_text("#!/bin/sh\necho 'pyenv: python3.13: command not found' >&2\nexit 127\n")
+    shim.chmod(0o755)
+    assert wheelhouse.runs_as(sys.executable, tuple(sys.version_info[:2]))
+    assert not wheelhouse.runs_as(sys.executable, (2, 7))
+    assert not wheelhouse.runs_as(str(shim), (3, 13))
+    assert not wheelhouse.runs_as(str(tmp_path / "missing"), (3, 13))

@@ -169,12 +169,14 @@ def test_every_problem_is_named_at_once() -> None:
 
 
 PINS = {"ray_version": "2.60.0", "ray_python_version": "3.11.2", "ray_extras": ["default"],
-        "ray_extra_packages": ["numpy"]}  # fmt: skip
+        "ray_extra_packages": ["numpy"], "ray_python_source_url": ""}  # fmt: skip
+PYTHON_ORG = "https://www.python.org/ftp/python/3.11.2/Python-3.11.2.tgz"
 
 
 def _lock(tmp_path: Path, **meta: object) -> str:
     header = {"arch": "x86_64", "extra_packages": ["numpy"], "python_version": "3.11.2", "ray_extras": ["default"],
-              "ray_known_extras": ["default", "serve"], "ray_version": "2.60.0", **meta}  # fmt: skip
+              "ray_known_extras": ["default", "serve"], "ray_version": "2.60.0",
+              "python_source": {"url": PYTHON_ORG, "sha256": "ab" * 32}, **meta}  # fmt: skip
     path = tmp_path / "cluster-x86_64.txt"
     path.write_text("# raykit-lock: " + json.dumps(header) + "\nray==2.60.0 \\\n")
     return str(path)
@@ -194,3 +196,10 @@ def test_changed_pins_and_unknown_extras_are_named(tmp_path: Path) -> None:
     unknown, changed = checks.ray_lock_errors(_lock(tmp_path), "x86_64", pins)
     assert unknown == "ray_extras: unknown extra bogus (Ray 2.60.0 has: default, serve)"
     assert "ray_version 2.59.0 / lock 2.60.0" in changed and "ray_extras default,bogus / lock default" in changed
+
+
+def test_a_lock_made_from_another_python_source_is_refused(tmp_path: Path) -> None:
+    pins = {**PINS, "ray_python_source_url": "http://mirror.example/Python-3.11.2.tgz"}
+    (error,) = checks.ray_lock_errors(_lock(tmp_path), "x86_64", pins)
+    assert error.startswith("ray_python_source_url http://mirror.example/Python-3.11.2.tgz / lock " + PYTHON_ORG)
+    assert "run `invoke lock`" in error

@@ -64,6 +64,8 @@ def probe(spec):
         "nvidia": bool(glob.glob("/dev/nvidia[0-9]*")),
         "machine_id": read_text("/etc/machine-id").strip(),
         "paths": {path: path_state(path) for path in spec["paths"]},
+        "python_tree": python_tree(spec["python_tree"], spec["deep"]),
+        "stale": stale(spec["prefix"], spec["keep"]),
         "user": user_state(spec["user"]),
         # Preflight refuses to make Ray's user of root or of a person's account.
         "user_uid": uid_of(spec["user"]),
@@ -292,7 +294,52 @@ def tampering(env, deep):
     return {"trusted": not problems, "files": shown, "digest": digest.hexdigest()}
 
 
-def report(env, lock_text, deep=False):
+def python_tree(tree, deep=False):
+    """The kit's build of Python at tree: which build (its marker), and its files against the
+    manifest provision wrote (None when no build is there)."""
+    try:
+        marker = json.loads(read_text(os.path.join(tree, MARKER))) if tree else None
+    except ValueError:
+        return None
+    if not isinstance(marker, dict):
+        return None
+    files = tampering(tree, deep)
+    return {
+        "id": marker.get("id", ""),
+        "group": marker.get("group", ""),
+        "trusted": files["trusted"],
+        "files": [f"interpreter {line}" for line in files["files"]],
+        "missing": sorted(set(marker.get("packages", [])) - installed_packages()),
+    }
+
+
+def stale(prefix, keep):
+    """The environments and interpreters (and their manifests) other than keep's and current's."""
+    kept = {*keep, os.path.realpath(os.path.join(prefix, "current"))}
+    kept |= {manifest_path(path) for path in kept}
+    found = []
+    for folder in ("venvs", "python"):
+        path = os.path.join(prefix, folder)
+        if os.path.isdir(path) and not os.path.islink(path):
+            found += [os.path.join(path, name) for name in sorted(os.listdir(path))]
+    return [path for path in found if path not in kept]
+
+
+def installed_packages():
+    """The names of the packages dpkg has installed."""
+    names = set()
+    for stanza in read_text("/var/lib/dpkg/status").split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line[0].isspace())
+        if fields.get("Status", "").endswith(" installed"):  # held ones too
+            names.add(fields.get("Package"))
+    return names
+
+
+# raykit.pybuild's marker in each build's tree.
+MARKER = "raykit-build.json"
+
+
+def report(env, tree, lock_text, deep=False):
     """The environment as read from its files (its own interpreter never runs here); None
     when there is nothing at its path."""
     if not os.path.lexists(env):
@@ -315,11 +362,17 @@ def report(env, lock_text, deep=False):
         elif have != version:
             drift.append(f"{name} {have} (lock {version})")
     drift += [f"{name} {installed[name]} not in the lock" for name in sorted(set(installed) - set(wanted))]
-    if os.path.realpath(os.path.join(env, "bin", "python")) != os.path.realpath(sys.executable):
-        drift.append(f"its python is {os.path.realpath(os.path.join(env, 'bin', 'python'))}, not {sys.executable}")
+    # The system's python, or the kit's build of this version beside the environments.
+    base = os.path.realpath(os.path.join(env, "bin", "python"))
+    built = python_tree(tree, deep) if base.startswith(os.path.realpath(tree) + os.sep) else None
+    if built is None and base != os.path.realpath(sys.executable):
+        drift.append(f"its python is {base}, neither {sys.executable} nor the kit's build in {tree}")
     files = tampering(env, deep)
     return {
         "python": cfg.get("version", "missing"),
+        "provider": "built: " + built["group"] if built else "system",
+        "interpreter": base,
+        "interpreter_files": built["files"] if built else [],
         "ray": installed.get("ray", "missing"),
         "packages": len(installed),
         "digest": files["digest"],
@@ -417,6 +470,6 @@ if __name__ == "__main__":
     elif sys.argv[1] == "manifest":
         print(json.dumps(write_manifest(sys.argv[2])))
     elif sys.argv[1] == "report":
-        print(json.dumps(report(sys.argv[2], sys.stdin.read(), deep=sys.argv[3:] == ["deep"])))
+        print(json.dumps(report(sys.argv[2], sys.argv[3], sys.stdin.read(), deep=sys.argv[4:] == ["deep"])))
     else:
         sys.exit(f"unknown mode {sys.argv[1]}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from raykit.cluster_lock import LockError, read_header, unknown_extras
+from raykit.pybuild import source_url
 
 # Folders a prefix must never be: reset removes the prefix whole.
 SYSTEM_FOLDERS = frozenset(
@@ -319,6 +320,12 @@ def ray_lock_errors(lock_file: str, arch: str, pins: Mapping[str, Any]) -> list[
         "ray_extras": meta["ray_extras"],
         "ray_extra_packages": meta["extra_packages"],
     }
+    source = meta.get("python_source", {}).get("url")
+    if source != source_url(pins["ray_python_version"], pins["ray_python_source_url"]):
+        errors.append(
+            f"ray_python_source_url {source_url(pins['ray_python_version'], pins['ray_python_source_url'])} / "
+            f"lock {source}; run `invoke lock` and commit locks/"
+        )
     if {name: pins[name] for name in locked} != locked:
         differ = ", ".join(f"{name} {_pin(pins[name])} / lock {_pin(value)}" for name, value in locked.items())
         errors.append(f"the pins are not what the lock was made from ({differ}); run `invoke lock` and commit locks/")

@@ -1,0 +1,318 @@
+"""The pinned Python on hosts that do not agree: three bookworm hosts (Python 3.11.2) and a trixie
+one (3.13.5) in one lab. The distro's python3 serves where it is the pin, the kit's own build
+(made on the controller) elsewhere; every Ray environment runs exactly the pin."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from raykit import cluster as raycluster
+from tasks.lab import forget_facts
+from tests.helpers import (
+    LAB_HOSTS,
+    PINS,
+    LabHost,
+    all_ips,
+    assert_refused,
+    invoke,
+    main_pids,
+    on_every_host,
+    ray_state,
+    read_inventory,
+    recap,
+    write_inventory_variant,
+)
+
+pytestmark = pytest.mark.lab
+
+SUITES = ["bookworm"] * LAB_HOSTS + ["trixie"]
+TRIXIE = f"raylab-{LAB_HOSTS + 1}"
+RELEASES = {f"raylab-{n}": suite for n, suite in enumerate(SUITES, start=1)}
+PIN = PINS["ray_python_version"]
+OTHER = "3.13.5"  # trixie's python3, which no bookworm host has
+OTHER_SOURCE = "https://deb.debian.org/debian/pool/main/p/python3.13/python3.13_3.13.5.orig.tar.xz"
+# A compiler, a build tool or a package of headers: none may be left on a host.
+BUILD_PACKAGE = re.compile(r"^(gcc.*|g\+\+.*|cpp.*|make|build-essential|binutils.*|dpkg-dev|pkg-config|.*-dev)$")
+BASE_STATUS = Path("/var/cache/raykit")  # the lab's base images: what each host had at first
+SOURCE_CACHE = Path("~/.cache/raykit/python/src").expanduser()
+
+
+def releases(hosts: dict[str, LabHost]) -> dict[str, str]:
+    return {name: h.ssh(". /etc/os-release && echo $VERSION_CODENAME").stdout.strip() for name, h in hosts.items()}
+
+
+def env_python(host: LabHost, env: str = "/opt/ray/current") -> tuple[str, str]:
+    """The Ray environment's Python version and the installation it was made from, run on the host
+    (("", "") when there is none)."""
+    code = "import platform, sys; print(platform.python_version(), sys.base_prefix)"
+    found = host.ssh(f"{env}/bin/python -I -c {code!r}", check=False).stdout.split()[-2:]
+    return (found[0], found[1]) if len(found) == 2 else ("", "")
+
+
+def node_interpreters(hosts: dict[str, LabHost]) -> dict[str, str]:
+    """host -> the interpreter its running Ray node's process runs (read from /proc)."""
+    pids = {name: host.ssh("systemctl show -P MainPID ray").stdout.strip() for name, host in hosts.items()}
+    return {name: host.ssh(f"sudo readlink /proc/{pids[name]}/exe").stdout.strip() for name, host in hosts.items()}
+
+
+def node_pythons(hosts: dict[str, LabHost]) -> dict[str, str]:
+    """host -> the Python version its running Ray node's process runs."""
+    code = "'import platform; print(platform.python_version())'"
+    return {
+        name: hosts[name].ssh(f"{exe} -I -c {code}").stdout.strip() for name, exe in node_interpreters(hosts).items()
+    }
+
+
+def versions(inventory: Path | None = None) -> dict[str, dict[str, str]]:
+    args = ["--inventory", str(inventory)] if inventory else []
+    return {row["host"]: row for row in json.loads(invoke("versions", "--json", *args, check=False).stdout)}
+
+
+def packages(host: LabHost) -> set[str]:
+    return set(host.ssh("dpkg-query -W -f '${Package}\\n'").stdout.split())
+
+
+def base_packages(suite: str) -> set[str]:
+    """The packages of the suite's lab base image, read on the controller (the host's first state)."""
+    (status,) = BASE_STATUS.glob(f"base-{suite}-*/var/lib/dpkg/status")
+    return set(re.findall(r"^Package: (\S+)", status.read_text(), re.MULTILINE))
+
+
+def provision(inventory: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return invoke("provision", *(["--inventory", str(inventory)] if inventory else []), check=check, timeout=1800)
+
+
+def deploy(hosts: dict[str, LabHost], inventory: Path | None = None) -> None:
+    invoke("deploy", *(["--inventory", str(inventory)] if inventory else []), timeout=900)
+    raycluster.wait_for_cluster(ray_state(hosts), all_ips(hosts), timeout=120)
+
+
+@pytest.fixture
+def mixed(running_lab: dict[str, LabHost]) -> dict[str, LabHost]:
+    """Three bookworm hosts and a trixie one, deployed with the pins (the trixie host on the kit's build)."""
+    if len(running_lab) != LAB_HOSTS + 1 or releases(running_lab) != RELEASES:
+        if len(running_lab) != LAB_HOSTS:
+            invoke("lab.down")
+            invoke("lab.up", "--hosts", str(LAB_HOSTS))
+        invoke("lab.up", "--hosts", str(LAB_HOSTS + 1), "--suites", ",".join(SUITES), timeout=900)
+    hosts = read_inventory()
+    if {env_python(h)[0] for h in hosts.values()} != {PIN} or any(
+        h.ssh("systemctl is-active ray", check=False).stdout.strip() != "active" for h in hosts.values()
+    ):
+        provision()
+        deploy(hosts)
+    return hosts
+
+
+@pytest.fixture
+def pinned_back(mixed: dict[str, LabHost]) -> Iterator[dict[str, LabHost]]:
+    """The mixed lab, put back on the pins and the default provider after the test."""
+    yield mixed
+    provision()
+    deploy(mixed)
+
+
+def test_mixed_lab_runs_the_pin_on_every_host(mixed: dict[str, LabHost]) -> None:
+    # Every Ray environment runs exactly the pin: the distro's on bookworm, the kit's build on trixie.
+    found = {name: env_python(h) for name, h in mixed.items()}
+    assert {name: version for name, (version, _) in found.items()} == dict.fromkeys(mixed, PIN)
+    assert {name: base for name, (_, base) in found.items()} == {
+        **{name: "/usr" for name in mixed if name != TRIXIE},
+        TRIXIE: f"/opt/ray/python/{PIN}",
+    }
+    assert node_pythons(mixed) == dict.fromkeys(mixed, PIN)
+    minor = PIN.rsplit(".", 1)[0]
+    assert node_interpreters(mixed) == {
+        **{name: f"/usr/bin/python{minor}" for name in mixed if name != TRIXIE},
+        TRIXIE: f"/opt/ray/python/{PIN}/bin/python{minor}",
+    }
+    alive = raycluster.alive_by_ip(raycluster.ray_nodes(ray_state(mixed)))
+    assert set(alive) == all_ips(mixed)
+    rows = versions()
+    assert {name: rows[name]["provider"] for name in mixed} == {
+        **{name: "system" for name in mixed if name != TRIXIE},
+        TRIXIE: "built: debian-13-x86_64",
+    }
+    assert rows[TRIXIE]["interpreter"] == f"/opt/ray/python/{PIN}/bin/python{PIN.rsplit('.', 1)[0]}"
+    # The build is root's, and no one else may change it.
+    tree = mixed[TRIXIE].infra.file(f"/opt/ray/python/{PIN}")
+    assert (tree.user, tree.group, tree.mode & 0o022) == ("root", "root", 0)
+
+
+def test_a_second_provision_changes_nothing(mixed: dict[str, LabHost]) -> None:
+    counts = recap(provision().stdout)
+    assert set(counts) == {*mixed, "localhost"}  # localhost: the inventory's check
+    assert {name: c["changed"] for name, c in counts.items()} == dict.fromkeys(counts, 0)
+    pids = main_pids(mixed)
+    counts = recap(invoke("deploy", timeout=900).stdout)
+    assert {name: counts[name]["changed"] for name in mixed} == dict.fromkeys(mixed, 0)
+    assert main_pids(mixed) == pids, "a no-op deploy restarted a node"
+
+
+def test_the_examples_run_on_the_mixed_lab(mixed: dict[str, LabHost]) -> None:
+    result = invoke("examples", check=False, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_no_compiler_or_build_dependency_reaches_a_host(mixed: dict[str, LabHost]) -> None:
+    for name, host in mixed.items():
+        added = packages(host) - base_packages(RELEASES[name])
+        assert not {p for p in added if BUILD_PACKAGE.match(p)}, (name, added)
+        assert not host.infra.file("/var/cache/raykit-python").exists, name
+        assert not host.infra.file("/build").exists, name
+    # The trixie host got only the runtime libraries its build links against.
+    assert all(p.startswith("lib") or p.endswith("-common") for p in packages(mixed[TRIXIE]) - base_packages("trixie"))
+
+
+def test_interpreter_drift_is_reported_and_repaired(mixed: dict[str, LabHost]) -> None:
+    host = mixed[TRIXIE]
+    victim = f"/opt/ray/python/{PIN}/lib/python{PIN.rsplit('.', 1)[0]}/json/__init__.py"
+    host.ssh(f"echo 'raise SystemExit' | sudo tee -a {victim} >/dev/null")
+    try:
+        row = versions()[TRIXIE]
+        assert f"interpreter changed: {victim}" in row["status"], row
+    finally:
+        counts = recap(provision().stdout)
+    assert counts[TRIXIE]["changed"] > 0
+    assert {name: counts[name]["changed"] for name in mixed if name != TRIXIE} == dict.fromkeys(
+        set(mixed) - {TRIXIE}, 0
+    )
+    assert "raise SystemExit" not in host.ssh(f"tail -1 {victim}").stdout
+    assert versions()[TRIXIE]["status"] == "ok"
+
+
+def test_a_pin_change_reverses_the_roles_and_deploy_switches(pinned_back: dict[str, LabHost], tmp_path: Path) -> None:
+    hosts = pinned_back
+    locks = tmp_path / "locks"
+    inventory = write_inventory_variant(
+        tmp_path,
+        on_every_host(ray_python_version=OTHER, ray_python_source_url=OTHER_SOURCE, ray_lock_dir=str(locks)),
+    )
+    invoke("lock", "--inventory", str(inventory), "--out", str(locks), timeout=900)
+    provision(inventory)
+    # Staged beside the running cluster, which still runs the old pin until deploy.
+    assert node_pythons(hosts) == dict.fromkeys(hosts, PIN)
+    deploy(hosts, inventory)
+    assert node_pythons(hosts) == dict.fromkeys(hosts, OTHER)
+    assert node_interpreters(hosts) == {
+        **{name: f"/opt/ray/python/{OTHER}/bin/python3.13" for name in hosts if name != TRIXIE},
+        TRIXIE: "/usr/bin/python3.13",
+    }
+    rows = versions(inventory)
+    assert {name: rows[name]["provider"] for name in hosts} == {
+        **{name: "built: debian-12-x86_64" for name in hosts if name != TRIXIE},
+        TRIXIE: "system",
+    }
+    # The old environments and the old build are gone: nothing uses them.
+    for name, host in hosts.items():
+        listing = host.ssh("ls /opt/ray/venvs /opt/ray/python").stdout.split()
+        assert not [entry for entry in listing if PIN in entry], (name, listing)
+    result = invoke("run", "--inventory", str(inventory), "examples/tasks.py", check=False, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_the_build_provider_gives_every_host_the_kits_build(pinned_back: dict[str, LabHost], tmp_path: Path) -> None:
+    hosts = pinned_back
+    inventory = write_inventory_variant(tmp_path, on_every_host(ray_python_provider="build"))
+    provision(inventory)
+    deploy(hosts, inventory)
+    assert {name: env_python(h) for name, h in hosts.items()} == dict.fromkeys(hosts, (PIN, f"/opt/ray/python/{PIN}"))
+    # Deploy restarted the nodes whose environment provision made anew.
+    minor = PIN.rsplit(".", 1)[0]
+    assert node_interpreters(hosts) == dict.fromkeys(hosts, f"/opt/ray/python/{PIN}/bin/python{minor}")
+    rows = versions(inventory)
+    assert {name: rows[name]["provider"] for name in hosts} == {
+        name: f"built: debian-{12 if name != TRIXIE else 13}-x86_64" for name in hosts
+    }
+    assert {rows[name]["status"] for name in hosts} == {"ok"}
+
+
+# --- bad input: refused with its message, before any host changes ---------------------
+
+
+def fake_source(tmp_path: Path) -> Path:
+    """A source archive whose configure fails, as a broken or wrong archive would."""
+    top = tmp_path / "Python-broken"
+    top.mkdir()
+    (top / "configure").write_text("#!/bin/sh\necho 'configure: error: this is not CPython' >&2\nexit 1\n")
+    (top / "configure").chmod(0o755)
+    archive = tmp_path / "broken.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(top, arcname="Python-broken")
+    return archive
+
+
+def relocked(tmp_path: Path, **values: object) -> Path:
+    locks = tmp_path / "locks"
+    inventory = write_inventory_variant(tmp_path, on_every_host(ray_lock_dir=str(locks), **values))
+    invoke("lock", "--inventory", str(inventory), "--out", str(locks), timeout=900)
+    return inventory
+
+
+def test_a_source_that_differs_from_the_lock_is_refused(mixed: dict[str, LabHost], tmp_path: Path) -> None:
+    archive = fake_source(tmp_path)
+    inventory = relocked(tmp_path, ray_python_provider="build", ray_python_source_url=archive.as_uri())
+    # Changed after the lock was made, and not in the controller's cache yet (a new mirror).
+    archive.write_bytes(archive.read_bytes() + b"\0")
+    for kept in SOURCE_CACHE.glob("*-broken.tar.gz"):
+        kept.unlink()
+    found = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert_refused(provision(inventory, check=False), f"has sha256 {found}, but the lock pins", "no host was changed")
+
+
+def test_a_source_that_cannot_be_fetched_is_refused(mixed: dict[str, LabHost], tmp_path: Path) -> None:
+    url = "https://deb.debian.org/debian/pool/main/p/no-such-python/Python-3.11.2.tgz"
+    inventory = write_inventory_variant(tmp_path, on_every_host(ray_python_source_url=url))
+    result = invoke("lock", "--inventory", str(inventory), "--out", str(tmp_path / "locks"), check=False)
+    assert result.returncode != 0
+    output = " ".join((result.stdout + result.stderr).split())  # as one line: Ansible folds long ones
+    assert f"ray_python_source_url {url} cannot be fetched: HTTP Error 404" in output
+    assert not (tmp_path / "locks").exists()
+
+
+def test_a_failed_build_keeps_its_log_and_changes_no_host(mixed: dict[str, LabHost], tmp_path: Path) -> None:
+    inventory = relocked(tmp_path, ray_python_provider="build", ray_python_source_url=fake_source(tmp_path).as_uri())
+    result = provision(inventory, check=False)
+    assert_refused(result, f"building Python {PIN} for debian-12-x86_64 failed", "no host was changed")
+    (log,) = re.findall(r"its log is kept at (\S+\.log)", result.stdout)[:1]
+    assert "configure: error: this is not CPython" in Path(log).read_text()
+
+
+def test_a_host_the_kit_cannot_build_for_is_named(mixed: dict[str, LabHost], tmp_path: Path) -> None:
+    host = mixed[TRIXIE]
+    # The release file (a link on Debian) set aside, and a copy that says Ubuntu in its place.
+    host.ssh(
+        "sudo mv /etc/os-release /etc/os-release.raykit-test && sudo cp /etc/os-release.raykit-test /etc/os-release"
+    )
+    names = "s/^ID=.*/ID=ubuntu/; s/^NAME=.*/NAME=Ubuntu/; s/^PRETTY_NAME=.*/PRETTY_NAME=Ubuntu/"
+    host.ssh(f"sudo sed -i -e '{names}; s/^VERSION_CODENAME=.*/VERSION_CODENAME=noble/' /etc/os-release")
+    try:
+        forget_facts([TRIXIE])  # Ansible reads the host's release afresh
+        inventory = write_inventory_variant(tmp_path, on_every_host(ray_python_provider="build"))
+        result = provision(inventory, check=False)
+    finally:
+        host.ssh("sudo mv /etc/os-release.raykit-test /etc/os-release")
+        forget_facts([TRIXIE])
+    assert_refused(result, f"{TRIXIE}: the kit cannot build Python for Ubuntu noble on x86_64", "bookworm")
+
+
+def test_a_host_without_the_disk_for_the_build_is_refused(mixed: dict[str, LabHost]) -> None:
+    host = mixed[TRIXIE]
+    # A 20 MiB ray_prefix on the host that needs the build (Ray stopped meanwhile: it runs from there).
+    host.ssh("sudo systemctl stop ray && sudo mount -t tmpfs -o size=20m,mode=0755 raykit-test /opt/ray")
+    try:
+        result = provision(check=False)
+    finally:
+        host.ssh("sudo umount /opt/ray && sudo systemctl start ray")
+    assert_refused(
+        result, f"{TRIXIE}: ray_prefix /opt/ray has 20 MiB free; the kit's build of Python {PIN} needs about"
+    )
+    assert "nothing was changed" in result.stdout

@@ -1,0 +1,149 @@
+"""The kit's CPython build (raykit.pybuild) and the role's reads of it: the source pinned by its
+digest, the build named by everything it is made from, and the archive a host unpacks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from raykit import pybuild
+from tests.unit import plugins
+
+filters = plugins.load("ray_python/filter_plugins/ray_python.py")
+report = plugins.load("ray/files/raykit_report.py")
+vars(report)["OWNER_UID"] = os.geteuid()
+
+ID_ARGS = ("3.11.2", "ab" * 32, "debian-13-x86_64", "trixie", "/opt/ray/python/3.11.2", "http://m/debian", False)
+
+
+def test_the_source_defaults_to_python_org() -> None:
+    assert pybuild.source_url("3.11.2", "") == "https://www.python.org/ftp/python/3.11.2/Python-3.11.2.tgz"
+    assert pybuild.source_url("3.11.2", "http://mirror/x.tgz") == "http://mirror/x.tgz"
+
+
+def test_the_source_is_fetched_once_and_checked_against_the_lock(tmp_path: Path) -> None:
+    source = tmp_path / "Python-3.11.2.tgz"
+    source.write_bytes(b"cpython")
+    digest = hashlib.sha256(b"cpython").hexdigest()
+    kept, found = pybuild.fetch(source.as_uri(), None, tmp_path / "cache")
+    assert (found, kept.read_bytes()) == (digest, b"cpython")
+    source.unlink()  # the controller's copy serves from now on
+    assert pybuild.fetch(source.as_uri(), digest, tmp_path / "cache") == (kept, digest)
+
+
+def test_a_source_whose_digest_differs_is_refused_and_not_kept(tmp_path: Path) -> None:
+    source = tmp_path / "Python-3.11.2.tgz"
+    source.write_bytes(b"something else")
+    with pytest.raises(pybuild.BuildError, match=r"has sha256 [0-9a-f]{64}, but the lock pins " + "ab" * 32):
+        pybuild.fetch(source.as_uri(), "ab" * 32, tmp_path / "cache")
+    assert list((tmp_path / "cache/src").iterdir()) == []
+
+
+def test_a_source_that_cannot_be_fetched_is_named(tmp_path: Path) -> None:
+    url = (tmp_path / "missing.tgz").as_uri()
+    with pytest.raises(pybuild.BuildError, match=f"ray_python_source_url {url} cannot be fetched"):
+        pybuild.fetch(url, None, tmp_path / "cache")
+
+
+def test_the_build_is_named_by_everything_it_is_made_from() -> None:
+    name = pybuild.build_id(*ID_ARGS)
+    assert name.startswith("cpython-3.11.2-debian-13-x86_64-") and name == pybuild.build_id(*ID_ARGS)
+    for index, other in enumerate(["3.11.3", "cd" * 32, "debian-12-x86_64", "bookworm", "/opt/x", "http://n", True]):
+        args = list(ID_ARGS)
+        args[index] = other
+        assert pybuild.build_id(*args) != name, index  # type: ignore[arg-type]
+    assert filters.ray_python_build_id(*ID_ARGS) == name
+
+
+def test_a_host_the_controller_cannot_build_for_is_refused_with_the_supported_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripts = tmp_path / "scripts"  # debootstrap's: Debian's releases are links to sid's script
+    scripts.mkdir()
+    (scripts / "sid").write_text("")
+    for name, target in [("bookworm", "sid"), ("trixie", "sid"), ("noble", "gutsy")]:
+        (scripts / name).symlink_to(target)
+    monkeypatch.setattr(pybuild, "DEBOOTSTRAP_SCRIPTS", scripts)
+    monkeypatch.setattr(pybuild.platform, "machine", lambda: "x86_64")
+    assert pybuild.unsupported("Debian", "trixie", "x86_64") == ""
+    assert pybuild.unsupported("Ubuntu", "noble", "x86_64") == (
+        "the kit cannot build Python for Ubuntu noble on x86_64; it builds for Debian bookworm, trixie on x86_64"
+    )
+    assert pybuild.unsupported("Debian", "trixie", "aarch64").startswith("the kit cannot build Python for Debian")
+    assert pybuild.unsupported("Debian", "forky", "x86_64").startswith("the kit cannot build Python for Debian")
+    assert filters.ray_python_group("Debian", "13", "x86_64") == "debian-13-x86_64"
+
+
+def test_the_archive_is_roots_and_ends_with_its_marker(tmp_path: Path) -> None:
+    tree = tmp_path / "3.11.2"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "bin/python3.11").write_text("elf")
+    (tree / "bin/python3.11").chmod(0o777)
+    (tree / pybuild.MARKER).write_text("{}")
+    pybuild.pack(tree, "3.11.2", tmp_path / "python.tar.gz")
+    with tarfile.open(tmp_path / "python.tar.gz") as tf:
+        members = tf.getmembers()
+    assert members[-1].name == f"3.11.2/{pybuild.MARKER}"
+    assert [m.name for m in members].count(f"3.11.2/{pybuild.MARKER}") == 1
+    assert {(m.uid, m.gid, m.mode & 0o022) for m in members} == {(0, 0, 0)}
+
+
+def test_the_static_library_and_optimized_bytecode_are_trimmed(tmp_path: Path) -> None:
+    kept = [tmp_path / "lib/python3.11/json/__pycache__/__init__.cpython-311.pyc", tmp_path / "bin/python3.11"]
+    gone = [
+        tmp_path / "lib/python3.11/config-3.11-x86_64-linux-gnu/libpython3.11.a",
+        tmp_path / "lib/python3.11/json/__pycache__/__init__.cpython-311.opt-1.pyc",
+        tmp_path / "lib/python3.11/json/__pycache__/__init__.cpython-311.opt-2.pyc",
+    ]
+    for path in kept + gone:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    pybuild.trim(tmp_path)
+    assert [p.exists() for p in kept + gone] == [True, True, False, False, False]
+
+
+def test_the_missing_runtime_packages_are_those_dpkg_does_not_list_installed() -> None:
+    debs = {"libffi8": "f.deb", "libgdbm6t64": "g.deb", "libssl3t64": "s.deb", "zlib1g": "z.deb"}
+    query = "libffi8 ii \nlibgdbm6t64 rc \nlibssl3t64 hi \n"  # gdbm: removed, its config kept; ssl: held
+    assert filters.ray_python_missing(debs, query) == ["g.deb", "z.deb"]
+
+
+def test_a_host_lacks_a_build_when_it_needs_one_and_has_another_a_changed_one_or_missing_packages() -> None:
+    job = {"id": "cpython-3.11.2-debian-13-x86_64-abc"}
+    same = {"id": job["id"], "trusted": True, "missing": []}
+    assert filters.ray_python_job(same, True, job) == {}
+    assert filters.ray_python_job(None, False, job) == {}  # the distro's Python serves it
+    for found in [None, {**same, "id": "cpython-old"}, {**same, "trusted": False}, {**same, "missing": ["libffi8"]}]:
+        assert filters.ray_python_job(found, True, job) == job, found
+
+
+def test_the_report_names_a_changed_interpreter_tree_and_its_missing_packages(tmp_path: Path) -> None:
+    tree = tmp_path / "python/3.11.2"
+    (tree / "lib").mkdir(parents=True)
+    (tree / "lib/os.py").write_text("import sys\n")
+    marker = {"id": "cpython-x", "group": "debian-13-x86_64", "packages": ["no-such-package-here"]}
+    (tree / pybuild.MARKER).write_text(json.dumps(marker))
+    for path in [tree.parent, tree, *tree.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    report.write_manifest(str(tree))
+    found = report.python_tree(str(tree))
+    assert (found["id"], found["trusted"], found["missing"]) == ("cpython-x", True, ["no-such-package-here"])
+    (tree / "lib/os.py").write_text("import sys; import evil\n")
+    assert report.python_tree(str(tree))["files"] == [f"interpreter changed: {tree}/lib/os.py"]
+    assert report.python_tree(str(tmp_path / "python/3.13.5")) is None
+
+
+def test_deploy_removes_only_what_the_cluster_no_longer_uses(tmp_path: Path) -> None:
+    for name in ["venvs/ray-2.60.0-py3.11.2", "venvs/ray-2.60.0-py3.13.5", "python/3.11.2", "python/3.13.5"]:
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / f"{name}.manifest.json").write_text("{}")
+    keep = [str(tmp_path / "venvs/ray-2.60.0-py3.13.5"), str(tmp_path / "python/3.13.5")]
+    stale = [f"venvs/ray-2.60.0-py3.11.2{end}" for end in ("", ".manifest.json")] + [
+        f"python/3.11.2{end}" for end in ("", ".manifest.json")
+    ]
+    assert report.stale(str(tmp_path), keep) == [str(tmp_path / name) for name in stale]
