@@ -66,7 +66,9 @@ def running_lab() -> dict[str, LabHost]:
         for name in hosts:  # a test that failed may have left a host unplugged or a port blocked
             invoke("lab.plug", name, check=False)
         invoke("lab.unblock", check=False)
-        invoke("lab.up", *([] if hosts else ["--hosts", str(LAB_HOSTS)]))
+        # Without --hosts: the lab keeps its count (a fresh clone has no inventory of a lab that
+        # runs), and a new lab gets lab.hosts.
+        invoke("lab.up")
     return read_inventory()
 
 
