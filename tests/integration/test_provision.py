@@ -157,8 +157,10 @@ def test_redis_packages_of_another_architecture_are_refused(fresh_hosts, tmp_pat
 def test_python_mismatch_is_refused_with_a_host_found_wanted_table(fresh_hosts, tmp_path: Path) -> None:
     worker = sorted(fresh_hosts)[1]
 
+    # The system provider takes the distro's python3 as it is (auto would build 3.11.9 there).
     def edit(inv: dict) -> None:
         inv["children"]["ray_workers"]["hosts"][worker]["ray_python_version"] = "3.11.9"
+        inv["children"]["ray_workers"]["hosts"][worker]["ray_python_provider"] = "system"
 
     result = provision("--inventory", str(write_inventory_variant(tmp_path, edit)))
     assert_refused(result, "HOST", "FOUND", "WANTED", "nothing was changed")
