@@ -60,7 +60,9 @@ def env_python(host: LabHost, env: str = "/opt/ray/current") -> tuple[str, str]:
 def node_interpreters(hosts: dict[str, LabHost]) -> dict[str, str]:
     """host -> the interpreter its running Ray node's process runs (read from /proc)."""
     pids = {name: host.ssh("systemctl show -P MainPID ray").stdout.strip() for name, host in hosts.items()}
-    return {name: host.ssh(f"sudo readlink /proc/{pids[name]}/exe").stdout.strip() for name, host in hosts.items()}
+    # A node started before provision replaced its interpreter runs the old, deleted file.
+    exes = {name: host.ssh(f"sudo readlink /proc/{pids[name]}/exe").stdout.strip() for name, host in hosts.items()}
+    return {name: exe.removesuffix(" (deleted)") for name, exe in exes.items()}
 
 
 def node_pythons(hosts: dict[str, LabHost]) -> dict[str, str]:
