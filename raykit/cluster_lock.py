@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder of the lock files")
     parser.add_argument("--uv", default=str(Path(sys.executable).parent / "uv"))
     parser.add_argument("--python-source-url", default="", help="the CPython source archive (python.org's)")
-    parser.add_argument("--python-cache", type=Path, required=True, help="controller folder for the source")
+    parser.add_argument("--python-cache", type=Path, default=pybuild.CACHE, help="controller folder for the source")
     args = parser.parse_args(argv)
     pins = Pins(args.python, args.ray, tuple(args.extra), tuple(args.package))
     try:

@@ -57,6 +57,8 @@ OPTIMIZE = ("--enable-optimizations", "--with-lto")
 # Marks an installed tree as this kit's build: what it is, for `invoke versions` and the probe.
 MARKER = "raykit-build.json"
 VERSION_RE = re.compile(r"^3\.\d+\.\d+$")
+# The controller's cache of sources, build roots and builds (ray_python_build_cache's default).
+CACHE = Path("~/.cache/raykit/python")
 BUILD_TIMEOUT_S = 3 * 3600
 FETCH_TIMEOUT_S = 120
 
@@ -262,8 +264,9 @@ def build(
     log = logs / f"{bid}.log"
     with open(cache / f".{bid}.lock", "w") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)
-        if (dest / "python.tar.gz").exists():
-            return describe(dest, bid, changed=False, seconds=0.0)
+        found = cached(cache, bid)
+        if found:
+            return found
         start = time.monotonic()
         log.write_text(f"building {bid}\n")
         # One build at a time in a release's build root: systemd-nspawn locks the tree it runs.
@@ -343,6 +346,12 @@ def prune(cache: Path, version: str, grp: str, keep: str) -> None:
     for old in cache.glob(f"cpython-{version}-{grp}-*"):
         if old.name != keep:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def cached(cache: Path, bid: str) -> dict[str, object] | None:
+    """The build as the cache holds it (None until it is complete: its folder is renamed in last)."""
+    dest = cache / bid
+    return describe(dest, bid, changed=False, seconds=0.0) if (dest / "python.tar.gz").exists() else None
 
 
 def describe(dest: Path, bid: str, changed: bool, seconds: float) -> dict[str, object]:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import configparser
 import functools
+import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import time
 from pathlib import Path
 
 from invoke import Context, Exit, task
 
-from raykit import cluster
+from raykit import cluster, pybuild
 from raykit import lab as labkit
 from raykit.ssh import ssh_argv
 from tasks.cluster import deploy, provision, reset, stop
@@ -90,23 +92,42 @@ def bench_cluster(c: Context, inventory: str | None = None) -> None:
         say(f"bench: bytes sent per host by a cold provision: {tar.stat().st_size} ({tar.parent.name})")
 
 
-@task(help={"hosts": "lab size for both runs (default 4)", "suites": "the mixed lab's suites, in turn"})
-def bench_python(c: Context, hosts: int = 4, suites: str = "bookworm,bookworm,bookworm,trixie") -> None:
+@task(
+    help={
+        "hosts": "lab size for both runs (default 4)",
+        "suites": "the mixed lab's suites, in turn",
+        "runs": "cold provisions of each lab, taken in turn (default 3); the median counts",
+    }
+)
+def bench_python(c: Context, hosts: int = 4, suites: str = "bookworm,bookworm,bookworm,trixie", runs: int = 3) -> None:
     """Measure a cold and a no-op provision of a uniform lab against a mixed lab's, whose hosts need
     the kit's build of Python (builds cached: provision the mixed lab once first), and show the builds."""
-    figures = []
-    for kind, lab_suites in [("uniform", c.config.lab.suite), ("mixed", suites)]:
-        down(c)
-        up(c, hosts=str(hosts), suites=lab_suites)
-        start = time.monotonic()
-        provision(c)
-        cold = time.monotonic() - start
-        start = time.monotonic()
-        provision(c)
-        figures.append({"lab": f"{kind} ({lab_suites})", "cold provision (s)": f"{cold:.1f}",
-                        "no-op provision (s)": f"{time.monotonic() - start:.1f}"})  # fmt: skip
+    labs = {"uniform": c.config.lab.suite, "mixed": suites}
+    cold: dict[str, list[float]] = {kind: [] for kind in labs}
+    noop: dict[str, float] = {}
+    for run in range(runs):
+        for kind, lab_suites in labs.items():
+            down(c)
+            up(c, hosts=str(hosts), suites=lab_suites)
+            os.sync()  # the last lab's removal is written out before the clock starts, not during
+            start = time.monotonic()
+            provision(c)
+            cold[kind].append(time.monotonic() - start)
+            if run == runs - 1:
+                start = time.monotonic()
+                provision(c)
+                noop[kind] = time.monotonic() - start
+    figures = [
+        {
+            "lab": f"{kind} ({lab_suites})",
+            "cold provision (s), median": f"{statistics.median(cold[kind]):.1f}",
+            "each (s)": " / ".join(f"{took:.1f}" for took in cold[kind]),
+            "no-op provision (s)": f"{noop[kind]:.1f}",
+        }
+        for kind, lab_suites in labs.items()
+    ]
     print_table(figures)
-    builds = sorted(Path("~/.cache/raykit/python").expanduser().glob("cpython-*/python.tar.gz"))
+    builds = sorted(pybuild.CACHE.expanduser().glob("cpython-*/python.tar.gz"))
     print_table(
         [
             {
@@ -118,6 +139,8 @@ def bench_python(c: Context, hosts: int = 4, suites: str = "bookworm,bookworm,bo
             for tar in builds
         ]
     )
+    ratio = statistics.median(cold["mixed"]) / statistics.median(cold["uniform"])
+    say(f"bench: cold provision, mixed against uniform: {ratio:.2f}x")
 
 
 @task()

@@ -168,10 +168,15 @@ def test_no_compiler_or_build_dependency_reaches_a_host(mixed: dict[str, LabHost
     for name, host in mixed.items():
         added = packages(host) - base_packages(RELEASES[name])
         assert not {p for p in added if BUILD_PACKAGE.match(p)}, (name, added)
-        assert not host.infra.file("/var/cache/raykit-python").exists, name
+        assert not host.ssh("ls -a /var/cache").stdout.count("raykit-python"), name  # the copies
         assert not host.infra.file("/build").exists, name
     # The trixie host got only the runtime libraries its build links against.
     assert all(p.startswith("lib") or p.endswith("-common") for p in packages(mixed[TRIXIE]) - base_packages("trixie"))
+    # And it installed only those the host lacked: none of the host's own packages (libc6...) again.
+    (base_log,) = BASE_STATUS.glob("base-trixie-*/var/log/dpkg.log")
+    first, log = base_log.read_text(), mixed[TRIXIE].ssh("cat /var/log/dpkg.log").stdout
+    assert log.startswith(first)
+    assert " install " in log[len(first) :] and " upgrade " not in log[len(first) :], log[len(first) :]
 
 
 def test_interpreter_drift_is_reported_and_repaired(mixed: dict[str, LabHost]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -107,10 +108,65 @@ def test_the_static_library_and_optimized_bytecode_are_trimmed(tmp_path: Path) -
     assert [p.exists() for p in kept + gone] == [True, True, False, False, False]
 
 
-def test_the_missing_runtime_packages_are_those_dpkg_does_not_list_installed() -> None:
-    debs = {"libffi8": "f.deb", "libgdbm6t64": "g.deb", "libssl3t64": "s.deb", "zlib1g": "z.deb"}
-    query = "libffi8 ii \nlibgdbm6t64 rc \nlibssl3t64 hi \n"  # gdbm: removed, its config kept; ssl: held
-    assert filters.ray_python_missing(debs, query) == ["g.deb", "z.deb"]
+def test_a_host_installs_only_the_runtime_packages_it_lacks_then_the_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build = tmp_path / "cpython-x"  # the build's folder in the controller's cache
+    build.mkdir()
+    debs = {"libffi8": "libffi8_3.4.8-2_amd64.deb", "libgdbm6t64": "libgdbm6t64_1.24-2_amd64.deb"}
+    with tarfile.open(build / "debs.tar", "w") as tf:
+        for name in debs.values():
+            (tmp_path / name).write_text(name)
+            tf.add(tmp_path / name, arcname=name)
+    built = tmp_path / "out/3.11.2"
+    (built / "lib").mkdir(parents=True)
+    (built / "lib/os.py").write_text("import sys\n")
+    (built / pybuild.MARKER).write_text(json.dumps({"id": "cpython-x", "packages": list(debs)}))
+    pybuild.pack(built, "3.11.2", build / "python.tar.gz")
+    (tmp_path / "python").mkdir(mode=0o755)
+    tree = tmp_path / "python/3.11.2"
+    copies = tmp_path / "cache"  # provision's copies of its files on the host
+    copies.mkdir()
+
+    def install() -> dict[str, object]:
+        for name in ("python.tar.gz", "debs.tar"):
+            shutil.copy(build / name, copies / name)
+        found: dict[str, object] = report.install_build(
+            str(copies / "python.tar.gz"), str(copies / "debs.tar"), debs, str(tree)
+        )
+        assert not list(copies.iterdir())  # the copies are gone
+        return found
+
+    installed = {"libffi8"}
+    dpkg: list[list[str]] = []
+    run = report.subprocess.run
+
+    def fake_dpkg(argv: list[str], **kwargs: object) -> object:
+        if argv[0] == "dpkg":
+            dpkg.append([Path(arg).read_text() for arg in argv[2:]])  # the files tar unpacked
+            return report.subprocess.CompletedProcess(argv, 0)
+        return run(argv, **kwargs)
+
+    monkeypatch.setattr(report, "installed_packages", lambda: installed)
+    monkeypatch.setattr(report.subprocess, "run", fake_dpkg)
+    found = install()
+    assert (found["installed"], found["unpacked"], dpkg) == (["libgdbm6t64"], True, [[debs["libgdbm6t64"]]])
+    assert report.python_tree(str(tree))["trusted"]
+    # Provision kept a tree whose packages went missing: the packages alone come back.
+    installed = set()
+    found = install()
+    assert (found["installed"], found["unpacked"]) == (sorted(debs), False)
+
+
+def test_only_builds_the_cache_lacks_are_built(tmp_path: Path) -> None:
+    jobs = [{"id": f"cpython-3.11.2-debian-{n}-x86_64-abc", "cache": str(tmp_path)} for n in (12, 13)]
+    done = tmp_path / jobs[0]["id"]
+    done.mkdir()
+    (done / "python.tar.gz").write_bytes(b"x")
+    (done / "debs.json").write_text("{}")
+    assert filters.ray_python_unbuilt(jobs) == jobs[1:]
+    assert filters.ray_python_build(jobs[0])["archive"] == str(done / "python.tar.gz")
+    assert filters.ray_python_build(jobs[1]) == filters.ray_python_build({}) == {}
 
 
 def test_a_host_lacks_a_build_when_it_needs_one_and_has_another_a_changed_one_or_missing_packages() -> None:

@@ -1,4 +1,5 @@
-"""What a host has, as JSON for the ray role; read-only but for `manifest`, standard library only.
+"""What a host has, as JSON for the ray role; read-only but for `manifest` and `install-build`,
+standard library only.
 
 Run by root's own interpreter, isolated (`-I -S`: no site, no user paths, no environment),
 with -c, so nothing is installed for it and nothing the ray user can write runs as root:
@@ -11,6 +12,10 @@ with -c, so nothing is installed for it and nothing the ray user can write runs 
                         changed or removed, or writable by anyone but root (quick: size and time;
                         deep: every file's hash)
   manifest ENV          write ENV's manifest (every file's size, time and hash) beside it
+  install-build ARCHIVE DEBS_TAR DEBS TREE
+                        install the kit's build of Python from the copies provision made: the
+                        runtime packages the host lacks (DEBS, JSON: package -> file in DEBS_TAR),
+                        then the tree (ARCHIVE) and its manifest
   service UNIT FILE...  the unit's state, restarts and uptime, and whether it runs with
                         older settings than FILE... hold (a restart that never happened)
   check SPEC            for `invoke doctor`: clock, /dev/shm, the token's digest, whether the
@@ -27,6 +32,7 @@ import os
 import platform
 import pwd
 import re
+import shutil
 import socket
 import stat
 import subprocess
@@ -339,6 +345,35 @@ def installed_packages():
 MARKER = "raykit-build.json"
 
 
+def install_build(archive, debs_tar, debs, tree):
+    """From the copies of raykit.pybuild's files: dpkg installs the runtime packages the host
+    lacks (debs: package -> its file in debs_tar; none the host has is installed again), then
+    the tree is unpacked, root's, unless provision kept it (its marker, the archive's last
+    member, is there), and its manifest written. The copies are removed, installed or not."""
+    folder = tempfile.mkdtemp(dir=os.path.dirname(debs_tar), prefix=".raykit-python-debs.")
+    try:
+        missing = sorted(set(debs) - installed_packages())
+        files = [debs[name] for name in missing]
+        steps = []
+        if files:
+            steps.append(["tar", "--extract", "--file", debs_tar, "--directory", folder, *files])
+            steps.append(["dpkg", "--install", *(os.path.join(folder, name) for name in files)])
+        unpack = not os.path.exists(os.path.join(tree, MARKER))
+        if unpack:
+            steps.append(["tar", "--extract", "--gzip", "--file", archive, "--directory", os.path.dirname(tree)])
+        for argv in steps:
+            # Their output goes to stderr: stdout is this script's JSON.
+            done = subprocess.run(argv, stdout=sys.stderr, check=False)
+            if done.returncode != 0:
+                sys.exit(f"{' '.join(argv[:4])} ... failed (exit {done.returncode})")
+        return {"installed": missing, "unpacked": unpack, **(write_manifest(tree) if unpack else {})}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        for path in (archive, debs_tar):
+            if os.path.lexists(path):
+                os.unlink(path)
+
+
 def report(env, tree, lock_text, deep=False):
     """The environment as read from its files (its own interpreter never runs here); None
     when there is nothing at its path."""
@@ -469,6 +504,8 @@ if __name__ == "__main__":
         print(json.dumps(check(json.loads(sys.argv[2]))))
     elif sys.argv[1] == "manifest":
         print(json.dumps(write_manifest(sys.argv[2])))
+    elif sys.argv[1] == "install-build":
+        print(json.dumps(install_build(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5])))
     elif sys.argv[1] == "report":
         print(json.dumps(report(sys.argv[2], sys.argv[3], sys.stdin.read(), deep=sys.argv[4:] == ["deep"])))
     else:

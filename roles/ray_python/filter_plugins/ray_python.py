@@ -39,10 +39,14 @@ def ray_python_job(found: Mapping[str, Any] | None, built: bool, job: dict[str, 
     return job
 
 
-def ray_python_missing(debs: Mapping[str, str], dpkg_query: str) -> list[str]:
-    """The deb files of the packages dpkg-query did not list as installed ("ii", or "hi" when held)."""
-    installed = {line.split()[0] for line in dpkg_query.splitlines() if line.split()[1:2] in (["ii"], ["hi"])}
-    return [debs[name] for name in sorted(debs) if name not in installed]
+def ray_python_build(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The host's build as the controller's cache holds it ({} until it is built)."""
+    return pybuild.cached(Path(job["cache"]).expanduser(), job["id"]) or {} if job else {}
+
+
+def ray_python_unbuilt(jobs: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The jobs whose build the cache lacks: only these run raykit.pybuild."""
+    return [job for job in jobs if not ray_python_build(job)]
 
 
 class FilterModule:
@@ -52,6 +56,7 @@ class FilterModule:
             "ray_python_build_id": ray_python_build_id,
             "ray_python_unsupported": ray_python_unsupported,
             "ray_lock_python_source": ray_lock_python_source,
-            "ray_python_missing": ray_python_missing,
+            "ray_python_build": ray_python_build,
+            "ray_python_unbuilt": ray_python_unbuilt,
             "ray_python_job": ray_python_job,
         }
