@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -144,10 +145,12 @@ def fetch(url: str, sha256: str | None, cache: Path) -> tuple[Path, str]:
         kept = folder / f"{sha256}-{name}"
         if kept.exists():
             return kept, sha256
-    part = folder / f".{name}.part"
+    # Each download its own file: a lock and a provision may fetch at once.
+    fd, name_part = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
+    part = Path(name_part)
     digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_S) as response, part.open("wb") as out:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_S) as response:
             for block in iter(lambda: response.read(1 << 20), b""):
                 digest.update(block)
                 out.write(block)
@@ -291,8 +294,9 @@ def build(
                     log,
                     "unpacking the source",
                 )
-                configure = [*CONFIGURE, *(OPTIMIZE if optimize else ())]
-                script = "cd /build/src\n" + build_script(prefix, configure)
+                script = "cd /build/src\n" + str(
+                    recipe(version, sha256, release, grp.rsplit("-", 1)[-1], prefix, mirror, optimize)["script"]
+                )
                 run_logged(nspawn(root, work, script), log, f"building Python {version} for {grp}")
                 tree = work / "out" / prefix.lstrip("/")
                 trim(tree)
@@ -322,7 +326,6 @@ def build(
                 shutil.rmtree(work, ignore_errors=True)
         seconds = time.monotonic() - start
         (dest / "seconds").write_text(f"{seconds:.0f}\n")
-        prune(cache, version, grp, keep=bid)
         return describe(dest, bid, changed=True, seconds=seconds)
 
 
@@ -339,13 +342,6 @@ def pack(tree: Path, top: str, out: Path) -> None:
     with tarfile.open(out, "w:gz", compresslevel=6) as tf:
         tf.add(tree, arcname=top, filter=lambda info: None if info.name == marker else owned_by_root(info))
         tf.add(tree / MARKER, arcname=marker, filter=owned_by_root)
-
-
-def prune(cache: Path, version: str, grp: str, keep: str) -> None:
-    """Older builds of the same version and group (their recipe changed)."""
-    for old in cache.glob(f"cpython-{version}-{grp}-*"):
-        if old.name != keep:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def cached(cache: Path, bid: str) -> dict[str, object] | None:

@@ -240,6 +240,13 @@ def test_the_build_provider_gives_every_host_the_kits_build(pinned_back: dict[st
         name: f"built: debian-{12 if name != TRIXIE else 13}-x86_64" for name in hosts
     }
     assert {rows[name]["status"] for name in hosts} == {"ok"}
+    # Back to the default provider: the bookworm hosts' builds are unused, and deploy removes them.
+    provision()
+    deploy(hosts)
+    assert {name: h.ssh("ls -A /opt/ray/python").stdout.split() for name, h in hosts.items()} == {
+        **{name: [] for name in hosts if name != TRIXIE},
+        TRIXIE: [PIN, f"{PIN}.manifest.json"],
+    }
 
 
 # --- bad input: refused with its message, before any host changes ---------------------

@@ -132,30 +132,58 @@ def test_a_host_installs_only_the_runtime_packages_it_lacks_then_the_tree(
         for name in ("python.tar.gz", "debs.tar"):
             shutil.copy(build / name, copies / name)
         found: dict[str, object] = report.install_build(
-            str(copies / "python.tar.gz"), str(copies / "debs.tar"), debs, str(tree)
+            str(copies / "python.tar.gz"), str(copies / "debs.tar"), debs, str(tree), "cpython-x"
         )
         assert not list(copies.iterdir())  # the copies are gone
+        assert sorted(path.name for path in tree.parent.iterdir()) == ["3.11.2", "3.11.2.manifest.json"]
         return found
 
     installed = {"libffi8"}
+    failing = 0
     dpkg: list[list[str]] = []
     run = report.subprocess.run
 
     def fake_dpkg(argv: list[str], **kwargs: object) -> object:
         if argv[0] == "dpkg":
             dpkg.append([Path(arg).read_text() for arg in argv[2:]])  # the files tar unpacked
-            return report.subprocess.CompletedProcess(argv, 0)
+            return report.subprocess.CompletedProcess(argv, failing)
         return run(argv, **kwargs)
 
     monkeypatch.setattr(report, "installed_packages", lambda: installed)
     monkeypatch.setattr(report.subprocess, "run", fake_dpkg)
     found = install()
-    assert (found["installed"], found["unpacked"], dpkg) == (["libgdbm6t64"], True, [[debs["libgdbm6t64"]]])
+    assert (found["installed"], found["replaced"], dpkg) == (["libgdbm6t64"], True, [[debs["libgdbm6t64"]]])
     assert report.python_tree(str(tree))["trusted"]
-    # Provision kept a tree whose packages went missing: the packages alone come back.
+    # A tree whose packages went missing is kept: the packages alone come back.
     installed = set()
     found = install()
-    assert (found["installed"], found["unpacked"]) == (sorted(debs), False)
+    assert (found["installed"], found["replaced"]) == (sorted(debs), False)
+    # A changed tree is replaced whole.
+    installed = set(debs)
+    (tree / "lib/os.py").write_text("import evil\n")
+    (tree / "lib/evil.py").write_text("")
+    found = install()
+    assert (found["installed"], found["replaced"]) == ([], True)
+    assert report.python_tree(str(tree))["trusted"] and not (tree / "lib/evil.py").exists()
+    # A dpkg that fails leaves the tree there as it was.
+    installed = set()
+    (tree / "lib/os.py").write_text("import evil\n")
+    failing = 1
+    with pytest.raises(SystemExit, match=r"dpkg --install .* failed .* the interpreter is as it was"):
+        install()
+    assert (tree / "lib/os.py").read_text() == "import evil\n"
+
+
+def test_a_failed_build_is_named_by_its_last_line_or_its_exit() -> None:
+    results = [
+        {"rc": 0, "stderr": "", "item": {"group": "debian-12-x86_64"}},
+        {"rc": 2, "stderr": "building...\nerror: the build failed\n\n", "item": {"group": "debian-12-x86_64"}},
+        {"rc": -9, "stderr": "", "item": {"group": "debian-13-x86_64"}},  # killed
+    ]
+    assert filters.ray_python_build_errors(results) == [
+        "error: the build failed",
+        "building Python for debian-13-x86_64 stopped (exit -9) with no message",
+    ]
 
 
 def test_only_builds_the_cache_lacks_are_built(tmp_path: Path) -> None:
@@ -195,11 +223,34 @@ def test_the_report_names_a_changed_interpreter_tree_and_its_missing_packages(tm
 
 
 def test_deploy_removes_only_what_the_cluster_no_longer_uses(tmp_path: Path) -> None:
-    for name in ["venvs/ray-2.60.0-py3.11.2", "venvs/ray-2.60.0-py3.13.5", "python/3.11.2", "python/3.13.5"]:
-        (tmp_path / name).mkdir(parents=True)
-        (tmp_path / f"{name}.manifest.json").write_text("{}")
-    keep = [str(tmp_path / "venvs/ray-2.60.0-py3.13.5"), str(tmp_path / "python/3.13.5")]
-    stale = [f"venvs/ray-2.60.0-py3.11.2{end}" for end in ("", ".manifest.json")] + [
-        f"python/3.11.2{end}" for end in ("", ".manifest.json")
-    ]
-    assert report.stale(str(tmp_path), keep) == [str(tmp_path / name) for name in stale]
+    def env(version: str, python: Path) -> Path:
+        path = tmp_path / f"venvs/ray-2.60.0-py{version}"
+        (path / "bin").mkdir(parents=True, exist_ok=True)
+        (path / "bin/python").unlink(missing_ok=True)
+        (path / "bin/python").symlink_to(python)
+        (tmp_path / f"venvs/ray-2.60.0-py{version}.manifest.json").write_text("{}")
+        return path
+
+    def tree(version: str) -> Path:
+        path = tmp_path / f"python/{version}"
+        (path / "bin").mkdir(parents=True)
+        (path / f"bin/python{version[:4]}").write_text("")
+        (tmp_path / f"python/{version}.manifest.json").write_text("{}")
+        return path / f"bin/python{version[:4]}"
+
+    def point_current_at(path: Path) -> None:
+        (tmp_path / "current").unlink(missing_ok=True)
+        (tmp_path / "current").symlink_to(path)
+
+    def stale(keep: Path) -> list[str]:
+        return sorted(str(Path(path).relative_to(tmp_path)) for path in report.stale(str(tmp_path), [str(keep)]))
+
+    old, new = env("3.11.2", tree("3.11.2")), env("3.13.5", tree("3.13.5"))
+    point_current_at(old)  # provision staged the new pin; the cluster runs the old one until deploy
+    assert stale(new) == []
+    point_current_at(new)
+    gone = [f"{path}{end}" for path in ("venvs/ray-2.60.0-py3.11.2", "python/3.11.2") for end in ("", ".manifest.json")]
+    assert stale(new) == sorted(gone)
+    # The provider switched to the distro's python: the kit's build is unused from then on.
+    new = env("3.13.5", Path("/usr/bin/python3.13"))
+    assert stale(new) == sorted([*gone, "python/3.13.5", "python/3.13.5.manifest.json"])

@@ -15,7 +15,11 @@ KIT_USER = {"shell": "/usr/sbin/nologin", "home": "/var/lib/ray", "home_exists":
 
 
 @pytest.mark.parametrize(
-    "prefix", ["/", "/opt", "/usr/", "//var//lib", "/home", "relative/path", "/opt/../usr", "/srv/my ray", "/srv/r%n"]
+    "prefix",
+    [
+        *["/", "/opt", "/usr/", "//var//lib", "/home", "relative/path", "/opt/../usr", "/srv/my ray", "/srv/r%n"],
+        *["/opt/ray/", "/opt//ray", "/opt/./ray"],  # not plain: hosts' paths are compared as strings
+    ],
 )
 def test_a_system_folder_or_relative_prefix_is_refused(prefix: str) -> None:
     assert checks.ray_prefix_errors(prefix)[0].startswith(f"ray_prefix {prefix!r}")

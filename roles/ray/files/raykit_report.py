@@ -6,16 +6,17 @@ with -c, so nothing is installed for it and nothing the ray user can write runs 
   probe SPEC            the system python's version, venv support, and the state of everything
                         provision and deploy manage (SPEC, JSON: paths, user, unit), so unchanged
                         hosts skip those tasks
-  report ENV [deep] < LOCK
+  report ENV TREE [deep] < LOCK
                         the environment's Python, Ray, packages against the lock on standard input,
-                        and its files against the manifest provision wrote: every file added,
+                        and its files (and the kit's build at TREE, if the environment was made
+                        from it) against the manifest provision wrote: every file added,
                         changed or removed, or writable by anyone but root (quick: size and time;
                         deep: every file's hash)
   manifest ENV          write ENV's manifest (every file's size, time and hash) beside it
-  install-build ARCHIVE DEBS_TAR DEBS TREE
+  install-build ARCHIVE DEBS_TAR DEBS TREE ID
                         install the kit's build of Python from the copies provision made: the
                         runtime packages the host lacks (DEBS, JSON: package -> file in DEBS_TAR),
-                        then the tree (ARCHIVE) and its manifest
+                        then, unless TREE is build ID unchanged, the tree (ARCHIVE) and its manifest
   service UNIT FILE...  the unit's state, restarts and uptime, and whether it runs with
                         older settings than FILE... hold (a restart that never happened)
   check SPEC            for `invoke doctor`: clock, /dev/shm, the token's digest, whether the
@@ -320,8 +321,12 @@ def python_tree(tree, deep=False):
 
 
 def stale(prefix, keep):
-    """The environments and interpreters (and their manifests) other than keep's and current's."""
-    kept = {*keep, os.path.realpath(os.path.join(prefix, "current"))}
+    """The environments and interpreters (and their manifests) nothing uses: kept are keep's
+    environments, current's, and the kit's builds they were made from (where their python is)."""
+    envs = {*keep, os.path.realpath(os.path.join(prefix, "current"))}
+    pythons = [os.path.realpath(os.path.join(env, "bin", "python")) for env in envs]
+    trees = glob.glob(os.path.join(glob.escape(prefix), "python", "*"))
+    kept = envs | {tree for tree in trees if any(python.startswith(tree + os.sep) for python in pythons)}
     kept |= {manifest_path(path) for path in kept}
     found = []
     for folder in ("venvs", "python"):
@@ -345,30 +350,39 @@ def installed_packages():
 MARKER = "raykit-build.json"
 
 
-def install_build(archive, debs_tar, debs, tree):
+def install_build(archive, debs_tar, debs, tree, build_id):
     """From the copies of raykit.pybuild's files: dpkg installs the runtime packages the host
-    lacks (debs: package -> its file in debs_tar; none the host has is installed again), then
-    the tree is unpacked, root's, unless provision kept it (its marker, the archive's last
-    member, is there), and its manifest written. The copies are removed, installed or not."""
-    folder = tempfile.mkdtemp(dir=os.path.dirname(debs_tar), prefix=".raykit-python-debs.")
+    lacks (debs: package -> its file in debs_tar; none the host has is installed again). Unless
+    the tree there is this very build, unchanged, the archive is unpacked beside it and renamed
+    over it only once whole, so a failure leaves the host's interpreter as it was; then its
+    manifest. The copies are removed, installed or not."""
+    parent = os.path.dirname(tree)
+    found = python_tree(tree)
+    replace = not (found and found["id"] == build_id and found["trusted"])
+    work = tempfile.mkdtemp(dir=parent, prefix=".raykit-python-new.")
+    debs_dir = tempfile.mkdtemp(dir=os.path.dirname(debs_tar), prefix=".raykit-python-debs.")
     try:
         missing = sorted(set(debs) - installed_packages())
         files = [debs[name] for name in missing]
         steps = []
         if files:
-            steps.append(["tar", "--extract", "--file", debs_tar, "--directory", folder, *files])
-            steps.append(["dpkg", "--install", *(os.path.join(folder, name) for name in files)])
-        unpack = not os.path.exists(os.path.join(tree, MARKER))
-        if unpack:
-            steps.append(["tar", "--extract", "--gzip", "--file", archive, "--directory", os.path.dirname(tree)])
+            steps.append(["tar", "--extract", "--file", debs_tar, "--directory", debs_dir, *files])
+            steps.append(["dpkg", "--install", *(os.path.join(debs_dir, name) for name in files)])
+        if replace:
+            steps.append(["tar", "--extract", "--gzip", "--file", archive, "--directory", work])
         for argv in steps:
             # Their output goes to stderr: stdout is this script's JSON.
             done = subprocess.run(argv, stdout=sys.stderr, check=False)
             if done.returncode != 0:
-                sys.exit(f"{' '.join(argv[:4])} ... failed (exit {done.returncode})")
-        return {"installed": missing, "unpacked": unpack, **(write_manifest(tree) if unpack else {})}
+                sys.exit(f"{' '.join(argv[:4])} ... failed (exit {done.returncode}); the interpreter is as it was")
+        if replace:
+            if os.path.lexists(tree):
+                os.rename(tree, os.path.join(work, ".replaced"))
+            os.rename(os.path.join(work, os.path.basename(tree)), tree)
+        return {"installed": missing, "replaced": replace, **(write_manifest(tree) if replace else {})}
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(debs_dir, ignore_errors=True)
         for path in (archive, debs_tar):
             if os.path.lexists(path):
                 os.unlink(path)
@@ -505,7 +519,7 @@ if __name__ == "__main__":
     elif sys.argv[1] == "manifest":
         print(json.dumps(write_manifest(sys.argv[2])))
     elif sys.argv[1] == "install-build":
-        print(json.dumps(install_build(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5])))
+        print(json.dumps(install_build(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5], sys.argv[6])))
     elif sys.argv[1] == "report":
         print(json.dumps(report(sys.argv[2], sys.argv[3], sys.stdin.read(), deep=sys.argv[4:] == ["deep"])))
     else:

@@ -73,12 +73,15 @@ def ray_prefix_errors(prefix: Any) -> list[str]:
         return [
             f"ray_prefix {prefix!r} has a character that would break the unit or PATH (use letters, digits and _ . / -)"
         ]
-    normal = "/" + "/".join(part for part in prefix.split("/") if part)
+    normal = "/" + "/".join(part for part in prefix.split("/") if part not in ("", "."))
     if normal in SYSTEM_FOLDERS or ".." in normal.split("/"):
         return [
             f"ray_prefix {prefix!r} is a system folder (reset removes the prefix whole); use a folder of its own, "
             "e.g. /opt/ray"
         ]
+    # Hosts' paths are compared as strings (what provision keeps, what a link points to).
+    if prefix != normal:
+        return [f"ray_prefix {prefix!r} is not in its plain form: write {normal!r}"]
     return []
 
 
