@@ -59,18 +59,15 @@ def env_python(host: LabHost, env: str = "/opt/ray/current") -> tuple[str, str]:
 
 def node_interpreters(hosts: dict[str, LabHost]) -> dict[str, str]:
     """host -> the interpreter its running Ray node's process runs (read from /proc)."""
-    pids = {name: host.ssh("systemctl show -P MainPID ray").stdout.strip() for name, host in hosts.items()}
-    # A node started before provision replaced its interpreter runs the old, deleted file.
-    exes = {name: host.ssh(f"sudo readlink /proc/{pids[name]}/exe").stdout.strip() for name, host in hosts.items()}
-    return {name: exe.removesuffix(" (deleted)") for name, exe in exes.items()}
+    read = "sudo readlink /proc/$(systemctl show -P MainPID ray)/exe"
+    return {name: host.ssh(read).stdout.strip() for name, host in hosts.items()}
 
 
 def node_pythons(hosts: dict[str, LabHost]) -> dict[str, str]:
-    """host -> the Python version its running Ray node's process runs."""
-    code = "'import platform; print(platform.python_version())'"
-    return {
-        name: hosts[name].ssh(f"{exe} -I -c {code}").stdout.strip() for name, exe in node_interpreters(hosts).items()
-    }
+    """host -> the Python version its running Ray node's process runs: its very binary, run through
+    /proc (provision may have replaced or moved the file since)."""
+    run = "sudo /proc/$(systemctl show -P MainPID ray)/exe -V"
+    return {name: host.ssh(run).stdout.strip().removeprefix("Python ") for name, host in hosts.items()}
 
 
 def versions(inventory: Path | None = None) -> dict[str, dict[str, str]]:
@@ -194,6 +191,12 @@ def test_interpreter_drift_is_reported_and_repaired(mixed: dict[str, LabHost]) -
     )
     assert "raise SystemExit" not in host.ssh(f"tail -1 {victim}").stdout
     assert versions()[TRIXIE]["status"] == "ok"
+    # Its node still runs the old tree, moved aside and deleted: deploy restarts that node alone.
+    pids = main_pids(mixed)
+    deploy(mixed)
+    others = set(mixed) - {TRIXIE}
+    assert {name: pid for name, pid in main_pids(mixed).items() if name in others} == {n: pids[n] for n in others}
+    assert node_interpreters(mixed)[TRIXIE] == f"/opt/ray/python/{PIN}/bin/python{PIN.rsplit('.', 1)[0]}"
 
 
 def test_a_pin_change_reverses_the_roles_and_deploy_switches(pinned_back: dict[str, LabHost], tmp_path: Path) -> None:
