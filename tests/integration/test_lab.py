@@ -63,15 +63,20 @@ def set_boot_marks(hosts: dict[str, LabHost]) -> str:
     return token
 
 
+# The lab's systemd-nspawn processes, and only the lab's (the kit's Python builds run one too).
+LAB_NSPAWN = f"^systemd-nspawn .*--directory={STATE_DIR}/hosts/"
+
+
 def nspawn_processes() -> list[str]:
-    """Live systemd-nspawn processes (zombies wait for the machine's init to reap them)."""
-    out = subprocess.run(["ps", "-eo", "pid,stat,comm"], capture_output=True, text=True, check=True)
-    return [ln for ln in out.stdout.splitlines() if ln.endswith("systemd-nspawn") and " Z" not in ln]
+    """The lab's live systemd-nspawn processes (zombies wait for the machine's init to reap them)."""
+    out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True, check=True)
+    rows = [line.split(None, 2) for line in out.stdout.splitlines()]
+    return [" ".join(row) for row in rows if re.match(LAB_NSPAWN, row[2]) and not row[1].startswith("Z")]
 
 
 def kill_every_lab_process() -> None:
     """What ending a session does: the boot loops, nspawn and every process inside the hosts."""
-    subprocess.run(["pkill", "-KILL", "-x", "systemd-nspawn"], check=False)
+    subprocess.run(["pkill", "-KILL", "-f", LAB_NSPAWN], check=False)
     roots = {(st.st_dev, st.st_ino) for st in map(os.stat, STATE_DIR.glob("hosts/*/root"))}
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):
         try:
