@@ -90,6 +90,10 @@ def unsupported(distribution: str, release: str, arch: str) -> str:
     return ""
 
 
+def configure_flags(optimize: bool) -> list[str]:
+    return [*CONFIGURE, *(OPTIMIZE if optimize else ())]
+
+
 def build_script(prefix: str, configure: list[str]) -> str:
     """What runs in the build root (sh), in the source folder."""
     return "\n".join(
@@ -105,7 +109,6 @@ def build_script(prefix: str, configure: list[str]) -> str:
 def recipe(
     version: str, sha256: str, release: str, arch: str, prefix: str, mirror: str, optimize: bool
 ) -> dict[str, object]:
-    configure = [*CONFIGURE, *(OPTIMIZE if optimize else ())]
     return {
         "format": FORMAT,
         "version": version,
@@ -115,7 +118,7 @@ def recipe(
         "prefix": prefix,
         "mirror": mirror,
         "packages": BUILD_PACKAGES,
-        "script": build_script(prefix, configure),
+        "script": build_script(prefix, configure_flags(optimize)),
         "trim": inspect.getsource(trim),
         "runtime": RUNTIME_SCRIPT,
     }
@@ -294,9 +297,7 @@ def build(
                     log,
                     "unpacking the source",
                 )
-                script = "cd /build/src\n" + str(
-                    recipe(version, sha256, release, grp.rsplit("-", 1)[-1], prefix, mirror, optimize)["script"]
-                )
+                script = "cd /build/src\n" + build_script(prefix, configure_flags(optimize))
                 run_logged(nspawn(root, work, script), log, f"building Python {version} for {grp}")
                 tree = work / "out" / prefix.lstrip("/")
                 trim(tree)

@@ -41,7 +41,9 @@ def ray_python_job(found: Mapping[str, Any] | None, built: bool, job: dict[str, 
 
 def ray_python_build(job: Mapping[str, Any]) -> dict[str, Any]:
     """The host's build as the controller's cache holds it ({} until it is built)."""
-    return pybuild.cached(Path(job["cache"]).expanduser(), job["id"]) or {} if job else {}
+    if not job:
+        return {}
+    return pybuild.cached(Path(job["cache"]).expanduser(), job["id"]) or {}
 
 
 def ray_python_unbuilt(jobs: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
