@@ -165,6 +165,23 @@ def status_rows(state: dict[str, Any], nodes: list[dict[str, Any]]) -> list[dict
     return rows
 
 
+def port_rows(state: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per pinned port and the hosts that listen on it ("all" for every host), the
+    head's first, the workers' range last: what a firewall must let the nodes reach."""
+    pinned: dict[tuple[str, str], list[str]] = {}
+    ranges: dict[tuple[str, str], list[str]] = {}
+    for host, info in state["hosts"].items():
+        for name, port in info["ports"].items():
+            pinned.setdefault((name, str(port)), []).append(host)
+        low, high = info["worker_ports"]
+        ranges.setdefault(("ray_min_worker_port-ray_max_worker_port", f"{low}-{high}"), []).append(host)
+    every = len(state["hosts"])
+    return [
+        {"port": port, "variable": name, "hosts": "all" if len(names) == every else ", ".join(names)}
+        for (name, port), names in (pinned | ranges).items()
+    ]
+
+
 def version_rows(state: dict[str, Any]) -> list[dict[str, str]]:
     return [
         {

@@ -80,13 +80,17 @@ def versions(c: Context, inventory: str | None = None, json_: bool = False) -> N
 
 @task(help={"inventory": INVENTORY_HELP, "json": "print JSON instead of a table"})
 def status(c: Context, inventory: str | None = None, json_: bool = False) -> None:
-    """Show every node: alive in Ray, unit state, uptime, resources, versions; and the dashboard URL."""
+    """Show every node: alive in Ray, unit state, uptime, resources, versions; the ports each
+    listens on; and the dashboard URL."""
     state = cluster_state(c, inventory)
     rows = cluster.status_rows(state, cluster.ray_nodes(state))
+    ports = cluster.port_rows(state)
     if json_:
-        print(json.dumps({"dashboard": state["dashboard_url"], "nodes": rows}, indent=2))
+        print(json.dumps({"dashboard": state["dashboard_url"], "nodes": rows, "ports": ports}, indent=2))
     else:
         print_table(rows)
+        print()
+        print_table(ports)
         print(f"dashboard: {state['dashboard_url']} (token: {state['token_file']})")
     if any(row["in_ray"] != "alive" for row in rows):
         raise Exit("error: not every node is alive in Ray; see `invoke logs HOST`", code=1)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.helpers import (
     HEAD,
+    ROOT,
     TOKEN_FILE,
     LabHost,
     assert_refused,
@@ -161,6 +165,70 @@ def test_status_shows_every_node_alive(deployed) -> None:
         (name, "alive", "active/enabled") for name in deployed
     }
     assert all(n["ray"] == "2.60.0" and n["python"] == "3.11.2" for n in nodes)
+
+
+# The kit's pinned ports (README, "Ports"): the head's own, then every node's.
+DEFAULTS = yaml.safe_load((ROOT / "roles/ray/defaults/main.yml").read_text())
+HEAD_PORTS = {DEFAULTS[name] for name in ("ray_gcs_port", "ray_dashboard_port", "ray_client_server_port",
+                                          "ray_dashboard_metrics_port", "ray_autoscaler_metrics_port")}  # fmt: skip
+NODE_PORTS = {DEFAULTS[name] for name in ("ray_node_manager_port", "ray_object_manager_port",
+                                          "ray_dashboard_agent_grpc_port", "ray_runtime_env_agent_port",
+                                          "ray_metrics_export_port", "ray_dashboard_agent_listen_port")}  # fmt: skip
+WORKER_PORTS = range(DEFAULTS["ray_min_worker_port"], DEFAULTS["ray_max_worker_port"] + 1)
+SERVE_PORT = yaml.safe_load((ROOT / "invoke.yaml").read_text())["serve"]["port"]
+
+
+def listening(host: LabHost) -> dict[int, set[str]]:
+    """port -> the ray user's processes that listen on it beyond loopback, as the host's ss sees them."""
+    table, pids = host.ssh("sudo ss -Hltnp; echo --; pgrep -u ray").stdout.rsplit("--\n", 1)
+    found: dict[int, set[str]] = {}
+    for line in table.splitlines():
+        if not line.startswith("LISTEN"):  # a login shell's chatter
+            continue
+        address, port = line.split()[3].rsplit(":", 1)
+        ip = address.strip("[]").split("%")[0]
+        if ip != "*" and ipaddress.ip_address(ip).is_loopback:
+            continue
+        ray = {command for command, pid in re.findall(r'\("([^"]+)",pid=(\d+)', line) if pid in pids.split()}
+        if ray:
+            found.setdefault(int(port), set()).update(ray)
+    return found
+
+
+def unpinned(name: str, host: LabHost) -> tuple[dict[int, set[str]], list[int]]:
+    """What the host's Ray listens on beyond its pinned ports, and which of those it does not listen on."""
+    pinned = NODE_PORTS | (HEAD_PORTS if name == HEAD else set())
+    found = listening(host)
+    # Serve's replicas each take a random port for their own gRPC (Ray 2.60 binds "[::]:0"; README).
+    replicas = {port for port, ray in found.items() if all(r.startswith("ray::ServeRepl") for r in ray)}
+    others = {port: ray for port, ray in found.items() if port not in pinned | replicas | {SERVE_PORT, *WORKER_PORTS}}
+    return others, sorted(pinned - set(found))
+
+
+def test_ray_listens_beyond_loopback_only_on_the_pinned_ports(deployed) -> None:
+    for name, host in deployed.items():
+        # The agents and the head's metrics servers may bind after the node has joined.
+        deadline = time.monotonic() + 30
+        while (found := unpinned(name, host)) != ({}, []) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert found == ({}, []), name
+    # Without the token: the agents' HTTP says 401, but every metrics endpoint answers (README, "Ports").
+    for name, host in deployed.items():
+        agent = f"http://{host.address}:{DEFAULTS['ray_dashboard_agent_listen_port']}/api/job_agent/jobs/x/logs"
+        assert http_status(agent, None) == 401, name
+        metrics = ["ray_metrics_export_port"] + (
+            ["ray_dashboard_metrics_port", "ray_autoscaler_metrics_port"] if name == HEAD else []
+        )
+        assert {port: http_status(f"http://{host.address}:{DEFAULTS[port]}/metrics", None) for port in metrics} == (
+            dict.fromkeys(metrics, 200)
+        ), name
+    # And status shows them: every node's ports on every host, the head's on the head alone.
+    rows = {(row["port"], row["hosts"]) for row in json.loads(invoke("status", "--json").stdout)["ports"]}
+    assert rows == {
+        *((str(port), "all") for port in NODE_PORTS),
+        *((str(port), HEAD) for port in HEAD_PORTS),
+        (f"{WORKER_PORTS.start}-{WORKER_PORTS.stop - 1}", "all"),
+    }
 
 
 # --- changes and restarts -----------------------------------------------------------

@@ -115,6 +115,24 @@ def test_status_rows_join_units_with_rays_alive_nodes() -> None:
     )
 
 
+def test_port_rows_name_each_port_once_with_the_hosts_that_listen_on_it() -> None:
+    head = {"ray_gcs_port": 6379, "ray_node_manager_port": 8076}
+    state = {"hosts": {
+        "raylab-1": {"ports": head, "worker_ports": [10002, 19999]},
+        "raylab-2": {"ports": {"ray_node_manager_port": 8076}, "worker_ports": [10002, 19999]},
+        "raylab-3": {"ports": {"ray_node_manager_port": 9076}, "worker_ports": [20002, 29999]},
+    }}  # fmt: skip
+    assert [tuple(row.values()) for row in cluster.port_rows(state)] == [
+        ("6379", "ray_gcs_port", "raylab-1"),
+        ("8076", "ray_node_manager_port", "raylab-1, raylab-2"),
+        ("9076", "ray_node_manager_port", "raylab-3"),
+        ("10002-19999", "ray_min_worker_port-ray_max_worker_port", "raylab-1, raylab-2"),
+        ("20002-29999", "ray_min_worker_port-ray_max_worker_port", "raylab-3"),
+    ]
+    state["hosts"]["raylab-3"] = state["hosts"]["raylab-2"]
+    assert {row["port"]: row["hosts"] for row in cluster.port_rows(state)}["8076"] == "all"
+
+
 def test_version_rows_flag_drift() -> None:
     rows = {r["host"]: r for r in cluster.version_rows(STATE)}
     assert rows["raylab-1"]["status"] == "ok"

@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.unit import plugins
 
 checks = plugins.load("ray/filter_plugins/ray_checks.py")
+DEFAULTS = yaml.safe_load((plugins.ROLES / "ray/defaults/main.yml").read_text())
 
 KIT_USER = {"shell": "/usr/sbin/nologin", "home": "/var/lib/ray", "home_exists": True, "locked": True}
 
@@ -122,10 +124,7 @@ GOOD_SETTINGS = {
     "ray_num_cpus": None, "ray_num_gpus": 0, "ray_resources": {"ssd": 1}, "ray_labels": {"team": "a"},
     "ray_environment": {}, "ray_prefix": "/opt/ray", "ray_node_ip": "", "ray_install_source": "wheelhouse",
     "ray_index_url": "", "ray_gcs_ft": "none", "ray_redis_address": "", "ray_redis_password_file": "/nonexistent",
-    "ray_redis_port": 6380, "ray_gcs_port": 6379, "ray_dashboard_port": 8265, "ray_client_server_port": 10001,
-    "ray_node_manager_port": None, "ray_object_manager_port": None, "ray_metrics_export_port": None,
-    "ray_dashboard_agent_listen_port": None, "ray_runtime_env_agent_port": None,
-    "ray_min_worker_port": 10002, "ray_max_worker_port": 19999,
+    **{name: value for name, value in DEFAULTS.items() if name.endswith("_port")},  # the pinned ports
 }  # fmt: skip
 
 
@@ -148,12 +147,19 @@ def test_good_settings_pass() -> None:
         ({"ipv4s": ["10.0.0.1", "10.0.1.1"]}, "ray_node_ip is not set and the host has 2 addresses"),
         ({"ray_install_source": "index"}, "ray_install_source is index but ray_index_url is empty"),
         ({"ray_gcs_ft": "redis", "ray_redis_address": "h:1"}, "its password file /nonexistent does not exist"),
-        ({"ray_gcs_ft": "redis", "ray_redis_port": 6379}, "ray_redis_port 6379 collides with ray_gcs_port"),
-        ({"ray_dashboard_port": 70000}, "ports must be whole numbers from 1 to 65535"),
+        ({"ray_gcs_ft": "redis", "ray_redis_port": 6379}, "ray_gcs_port and ray_redis_port use the same port"),
+        ({"ray_gcs_ft": "redis", "ray_redis_port": 8080}, "ray_metrics_export_port and ray_redis_port use the same"),
+        ({"ray_dashboard_port": 70000}, 'whole numbers from 1024 to 65535 (Ray runs unprivileged), got {"ray_da'),
+        ({"ray_metrics_export_port": 80}, 'got {"ray_metrics_export_port": 80}'),
+        ({"ray_runtime_env_agent_port": None}, 'got {"ray_runtime_env_agent_port": null}'),
+        ({"ray_max_worker_port": "many"}, 'got {"ray_max_worker_port": "many"}'),
+        ({"ray_min_worker_port": 19999}, "ray_min_worker_port 19999 must be below ray_max_worker_port 19999"),
         ({"ray_node_manager_port": 6379}, "ray_gcs_port and ray_node_manager_port use the same port"),
+        ({"ray_autoscaler_metrics_port": 8078}, "ray_autoscaler_metrics_port and ray_dashboard_agent_grpc_port use"),
         ({"ray_metrics_export_port": 12000}, "ray_metrics_export_port is inside the worker port range 10002-19999"),
         ({"ray_prefix": "/usr"}, "ray_prefix '/usr' is a system folder"),
         ({"ray_environment": {"RAY_AUTH_MODE": "disabled"}}, "RAY_AUTH_MODE would change Ray's authentication"),
+        ({"ray_environment": {"DASHBOARD_METRIC_PORT": 9}}, "DASHBOARD_METRIC_PORT is the kit's; set ray_dash"),
     ],
 )  # fmt: skip
 def test_each_bad_setting_is_named(change: dict, message: str) -> None:
@@ -161,10 +167,13 @@ def test_each_bad_setting_is_named(change: dict, message: str) -> None:
     assert any(message in error for error in errors), errors
 
 
-def test_a_workers_ports_leave_out_the_heads() -> None:
-    worker = {**GOOD_SETTINGS, "is_head": False, "ray_node_manager_port": 8265}
-    assert checks.ray_ports(worker, False) == {"ray_node_manager_port": 8265}
-    assert checks.ray_settings_errors(worker) == []
+def test_a_workers_ports_leave_out_the_heads_but_not_those_ray_reserves_on_every_node() -> None:
+    worker = {**GOOD_SETTINGS, "is_head": False, "ray_gcs_ft": "redis", "ray_gcs_port": 8000}
+    assert set(checks.ray_ports(worker, False)) == set(checks.NODE_PORTS)
+    assert checks.ray_settings_errors({**worker, "ray_node_manager_port": 8000, "ray_redis_port": 8076}) == []
+    assert checks.ray_settings_errors({**worker, "ray_node_manager_port": 8265}) == [
+        "ray_node_manager_port and ray_dashboard_port use the same port"
+    ]
 
 
 def test_every_problem_is_named_at_once() -> None:

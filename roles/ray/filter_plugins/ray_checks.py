@@ -98,6 +98,13 @@ def ray_prefix_parent_errors(prefix: str, loose: list[str] | None) -> list[str]:
     )
 
 
+# Ports Ray reads from the environment, each written there from its variable (ray_node's vars).
+PORT_ENVIRONMENT = {
+    "DASHBOARD_METRIC_PORT": "ray_dashboard_metrics_port",
+    "AUTOSCALER_METRIC_PORT": "ray_autoscaler_metrics_port",
+}
+
+
 def ray_value_errors(labels: Any, resources: Any, environment: Any) -> list[str]:
     """Label, resource and environment names and values that would break the unit or the env file,
     and environment keys that would switch Ray's authentication."""
@@ -127,6 +134,8 @@ def ray_value_errors(labels: Any, resources: Any, environment: Any) -> list[str]
                 f"ray_environment: {name} would change Ray's authentication; the kit keeps token "
                 "authentication on (remove it)"
             )
+        elif name in PORT_ENVIRONMENT:
+            errors.append(f"ray_environment: {name} is the kit's; set {PORT_ENVIRONMENT[name]} instead")
         if isinstance(value, (dict, list)) or ENV_VALUE_BREAKS.search(str(value)):
             errors.append(
                 f"ray_environment: the value of {name} has a quote, a backslash or a line break, which "
@@ -222,15 +231,25 @@ def ray_deb_errors(
 # Resources Ray sets from its own flags (ray_num_cpus, ray_num_gpus, ...), not ray_resources.
 RAY_OWN_RESOURCES = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
 VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
-# The ports every node listens on; the head also the first three.
-HEAD_PORTS = ("ray_gcs_port", "ray_dashboard_port", "ray_client_server_port")
+# The ports every node listens on; the head also its own (HEAD_PORTS). Each is pinned, so a
+# firewall can name it; workers take theirs from ray_min_worker_port-ray_max_worker_port.
+HEAD_PORTS = (
+    "ray_gcs_port",
+    "ray_dashboard_port",
+    "ray_client_server_port",
+    "ray_dashboard_metrics_port",
+    "ray_autoscaler_metrics_port",
+)
 NODE_PORTS = (
     "ray_node_manager_port",
     "ray_object_manager_port",
+    "ray_dashboard_agent_grpc_port",
+    "ray_runtime_env_agent_port",
     "ray_metrics_export_port",
     "ray_dashboard_agent_listen_port",
-    "ray_runtime_env_agent_port",
 )
+# Ray reserves these on every node: it refuses a worker whose other ports take one of them.
+RESERVED_PORTS = ("ray_dashboard_port", "ray_client_server_port")
 
 
 def _whole(value: Any) -> bool:
@@ -242,9 +261,9 @@ def _number(value: Any) -> bool:
 
 
 def ray_ports(settings: Mapping[str, Any], is_head: bool) -> dict[str, Any]:
-    """Every port this node listens on, by its variable's name (unset ones left out)."""
+    """Every port this node listens on, by its variable's name."""
     names = (HEAD_PORTS if is_head else ()) + NODE_PORTS
-    return {name: settings[name] for name in names if settings.get(name) is not None}
+    return {name: settings.get(name) for name in names}
 
 
 def ray_settings_errors(s: Mapping[str, Any]) -> list[str]:
@@ -285,26 +304,30 @@ def ray_settings_errors(s: Mapping[str, Any]) -> list[str]:
         errors.append(f"ray_node_ip {what}; the host has: {', '.join(ipv4s)}")
     if s["ray_install_source"] == "index" and not s["ray_index_url"]:
         errors.append("ray_install_source is index but ray_index_url is empty")
-    if s["ray_gcs_ft"] != "none" and s["ray_redis_address"]:
-        if not os.path.isfile(os.path.expanduser(s["ray_redis_password_file"])):
-            errors.append(
-                f"ray_redis_address is set but its password file {s['ray_redis_password_file']} does not exist"
-            )
-    elif s["ray_gcs_ft"] != "none" and s["ray_redis_port"] == s["ray_gcs_port"]:
-        errors.append(f"ray_redis_port {s['ray_redis_port']} collides with ray_gcs_port")
-    ports = ray_ports(s, s["is_head"])
-    if not all(_whole(port) and 1 <= port <= 65535 for port in ports.values()):
-        errors.append(f"ports must be whole numbers from 1 to 65535, got {json.dumps(ports)}")
-    ports = {name: port for name, port in ports.items() if _whole(port)}
+    redis_password = os.path.expanduser(s["ray_redis_password_file"])
+    if s["ray_gcs_ft"] != "none" and s["ray_redis_address"] and not os.path.isfile(redis_password):
+        errors.append(f"ray_redis_address is set but its password file {s['ray_redis_password_file']} does not exist")
+    ports = {**ray_ports(s, s["is_head"]), **{name: s[name] for name in RESERVED_PORTS}}
+    if s["is_head"] and s["ray_gcs_ft"] != "none" and not s["ray_redis_address"]:
+        ports["ray_redis_port"] = s["ray_redis_port"]  # the kit's Redis, on the head's loopback
+    return errors + ray_port_errors(ports, s["ray_min_worker_port"], s["ray_max_worker_port"])
+
+
+def ray_port_errors(ports: Mapping[str, Any], low: Any, high: Any) -> list[str]:
+    """Ports (variable name -> number) that Ray, run unprivileged, cannot listen on, that two
+    variables share, or that fall in the workers' range low-high."""
+    bad = {name: port for name, port in {**ports, "ray_min_worker_port": low, "ray_max_worker_port": high}.items()
+           if not (_whole(port) and 1024 <= port <= 65535)}  # fmt: skip
+    if bad:
+        return [f"ports must be whole numbers from 1024 to 65535 (Ray runs unprivileged), got {json.dumps(bad)}"]
+    errors = [f"ray_min_worker_port {low} must be below ray_max_worker_port {high}"] if low >= high else []
     by_port: dict[int, list[str]] = {}
     for name, port in ports.items():
         by_port.setdefault(port, []).append(name)
     errors += [f"{' and '.join(names)} use the same port" for _, names in sorted(by_port.items()) if len(names) > 1]
-    low, high = s["ray_min_worker_port"], s["ray_max_worker_port"]
-    errors += [
+    return errors + [
         f"{name} is inside the worker port range {low}-{high}" for name, port in ports.items() if low <= port <= high
     ]
-    return errors
 
 
 def ray_lock_errors(lock_file: str, arch: str, pins: Mapping[str, Any]) -> list[str]:
