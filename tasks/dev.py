@@ -33,7 +33,7 @@ def lint(c: Context) -> None:
 )
 def test(c: Context, k: str | None = None, unit: bool = False, reverse: bool = False) -> None:
     """Run the whole test suite: lint, unit tests, then integration tests on the lab."""
-    args = [_venv_bin("pytest"), "-p", "no:cacheprovider", "-ra", "--durations=10"]
+    args = [_venv_bin("pytest"), "-p", "no:cacheprovider", "-ra", "--durations=30"]
     if k:
         args += ["-k", k]
     folders = ["tests/unit"] if unit else ["tests/unit", "tests/integration"]

@@ -11,7 +11,19 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from raykit import cluster as raycluster
-from tests.helpers import ENV, INVENTORY, LAB_HOSTS, LabHost, all_ips, invoke, ray_state, read_inventory
+from tests.helpers import (
+    ENV,
+    INVENTORY,
+    LAB_HOSTS,
+    SSH_MASTERS,
+    WAITED,
+    LabHost,
+    all_ips,
+    close_ssh_masters,
+    invoke,
+    ray_state,
+    read_inventory,
+)
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -28,6 +40,30 @@ else echo fresh; fi
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab: needs the local lab (root, systemd-nspawn)")
+
+
+# Seconds per test file, fixtures included: where the suite's time goes (README, Measured).
+FILE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    path = report.nodeid.split("::")[0]
+    FILE_SECONDS[path] = FILE_SECONDS.get(path, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    close_ssh_masters()
+    shutil.rmtree(SSH_MASTERS, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.section("minutes per test file")
+    for path, seconds in sorted(FILE_SECONDS.items(), key=lambda item: -item[1]):
+        terminalreporter.write_line(f"{seconds / 60:6.1f}  {path}")
+    if WAITED:
+        terminalreporter.section("minutes the tests waited for (parallel calls summed)")
+        for kind, (calls, seconds) in sorted(WAITED.items(), key=lambda item: -item[1][1]):
+            terminalreporter.write_line(f"{seconds / 60:6.1f}  {kind} ({calls:.0f} calls)")
 
 
 def lab_unavailable() -> str | None:

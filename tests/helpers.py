@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -38,10 +39,45 @@ ENV = f"/opt/ray/venvs/ray-{PINS['ray_version']}-py{PINS['ray_python_version']}"
 Edit = Callable[[dict[str, Any]], None]
 
 
+# What the tests wait for: "invoke TASK" or "ssh" -> [calls, seconds] (conftest prints it).
+WAITED: dict[str, list[float]] = {}
+
+# The tests' ssh: one connection per host, reused (a new one costs a handshake and a login).
+# A master whose host went away dies within seconds (ServerAlive); the masters are closed
+# after every lab task, which may have rebooted, unplugged or replaced a host.
+SSH_MASTERS = Path(tempfile.mkdtemp(prefix="raykit-ssh-"))
+SSH_OPTIONS = (
+    *BATCH,
+    *("-o", "ControlMaster=auto", "-o", f"ControlPath={SSH_MASTERS}/%C", "-o", "ControlPersist=120"),
+    *("-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=3"),
+)
+
+
+def close_ssh_masters() -> None:
+    for socket in SSH_MASTERS.iterdir():
+        subprocess.run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "lab"], capture_output=True, check=False)
+
+
+def timed_run(kind: str, cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+    start = time.monotonic()
+    try:
+        return subprocess.run(cmd, **kwargs)
+    finally:
+        calls = WAITED.setdefault(kind, [0, 0.0])
+        calls[0] += 1
+        calls[1] += time.monotonic() - start
+
+
 def invoke(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run an invoke task as a user would, from the repository root."""
     cmd = [str(Path(sys.executable).parent / "invoke"), *args]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    try:
+        result = timed_run(
+            f"invoke {args[0]}", cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    finally:
+        if args[0].startswith("lab."):
+            close_ssh_masters()
     if check and result.returncode != 0:
         pytest.fail(f"invoke {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result
@@ -58,9 +94,8 @@ class _SshBackend(BaseBackend):
 
     def run(self, command: str, *args: str, **kwargs: Any) -> CommandResult:
         cmd = self.get_command(command, *args)
-        out = subprocess.run(
-            ssh_argv(self.lab_host.hostvars, self.lab_host.name, cmd, BATCH), capture_output=True, timeout=60
-        )
+        argv = ssh_argv(self.lab_host.hostvars, self.lab_host.name, cmd, SSH_OPTIONS)
+        out = timed_run("ssh", argv, capture_output=True, timeout=60)
         return self.result(out.returncode, self.encode(cmd), out.stdout, out.stderr)
 
 
@@ -71,14 +106,14 @@ class LabHost:
     hostvars: dict[str, Any]  # the inventory's, as Ansible reaches the host
 
     def ssh(self, command: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        cmd = ssh_argv(self.hostvars, self.name, command, BATCH)
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        cmd = ssh_argv(self.hostvars, self.name, command, SSH_OPTIONS)
+        result = timed_run("ssh", cmd, capture_output=True, text=True, timeout=timeout, check=False)
         if check and result.returncode != 0:
             pytest.fail(f"{self.name}: {command!r} exited {result.returncode}: {result.stderr.strip()}")
         return result
 
     def copy(self, local: Path, remote: str) -> None:
-        ssh = ssh_argv(self.hostvars, self.name, options=BATCH)
+        ssh = ssh_argv(self.hostvars, self.name, options=SSH_OPTIONS)
         scp = ["scp", "-q", *ssh[1:-1], str(local), f"{ssh[-1]}:{remote}"]
         subprocess.run(scp, check=True, timeout=30)
 
