@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,6 +42,13 @@ OTHER_SOURCE = "https://deb.debian.org/debian/pool/main/p/python3.13/python3.13_
 BUILD_PACKAGE = re.compile(r"^(gcc.*|g\+\+.*|cpp.*|make|build-essential|binutils.*|dpkg-dev|pkg-config|.*-dev)$")
 BASE_STATUS = Path("/var/cache/raykit")  # the lab's base images: what each host had at first
 SOURCE_CACHE = Path("~/.cache/raykit/python/src").expanduser()
+# Each host's Ray environment on the pins: its Python version and the installation it was made from.
+ON_THE_PINS = {name: (PIN, "/usr") for name in RELEASES} | {TRIXIE: (PIN, f"/opt/ray/python/{PIN}")}
+# And the interpreter each host's running node executes then.
+MINOR = PIN.rsplit(".", 1)[0]
+NODES_ON_THE_PINS = {name: f"/usr/bin/python{MINOR}" for name in RELEASES} | {
+    TRIXIE: f"/opt/ray/python/{PIN}/bin/python{MINOR}"
+}
 
 
 def releases(hosts: dict[str, LabHost]) -> dict[str, str]:
@@ -95,44 +101,38 @@ def deploy(hosts: dict[str, LabHost], inventory: Path | None = None) -> None:
 
 
 @pytest.fixture
-def mixed(running_lab: dict[str, LabHost]) -> dict[str, LabHost]:
-    """Three bookworm hosts and a trixie one, deployed with the pins (the trixie host on the kit's build)."""
+def mixed_lab(running_lab: dict[str, LabHost]) -> dict[str, LabHost]:
+    """Three bookworm hosts and a trixie one, Ray on them in whatever state the last test left."""
     if len(running_lab) != LAB_HOSTS + 1 or releases(running_lab) != RELEASES:
         if len(running_lab) != LAB_HOSTS:
             invoke("lab.down")
             invoke("lab.up", "--hosts", str(LAB_HOSTS))
         invoke("lab.up", "--hosts", str(LAB_HOSTS + 1), "--suites", ",".join(SUITES), timeout=900)
-    hosts = read_inventory()
-    if {env_python(h)[0] for h in hosts.values()} != {PIN} or any(
+    return read_inventory()
+
+
+@pytest.fixture
+def mixed(mixed_lab: dict[str, LabHost]) -> dict[str, LabHost]:
+    """The mixed lab deployed with the pins and the default provider: the distro's Python on the
+    bookworm hosts, the kit's build on the trixie one. A test that left another pin or provider
+    (even one that failed midway) is put back here, by the next test that needs it."""
+    hosts = mixed_lab
+    if {name: env_python(h) for name, h in hosts.items()} != ON_THE_PINS or any(
         h.ssh("systemctl is-active ray", check=False).stdout.strip() != "active" for h in hosts.values()
     ):
         provision()
         deploy(hosts)
+    elif node_interpreters(hosts) != NODES_ON_THE_PINS:  # provisioned, but not deployed since
+        deploy(hosts)
+    raycluster.wait_for_cluster(ray_state(hosts), all_ips(hosts), timeout=120)
     return hosts
-
-
-@pytest.fixture
-def pinned_back(mixed: dict[str, LabHost]) -> Iterator[dict[str, LabHost]]:
-    """The mixed lab, put back on the pins and the default provider after the test."""
-    yield mixed
-    provision()
-    deploy(mixed)
 
 
 def test_mixed_lab_runs_the_pin_on_every_host(mixed: dict[str, LabHost]) -> None:
     # Every Ray environment runs exactly the pin: the distro's on bookworm, the kit's build on trixie.
-    found = {name: env_python(h) for name, h in mixed.items()}
-    assert {name: version for name, (version, _) in found.items()} == dict.fromkeys(mixed, PIN)
-    assert {name: base for name, (_, base) in found.items()} == {
-        **{name: "/usr" for name in mixed if name != TRIXIE},
-        TRIXIE: f"/opt/ray/python/{PIN}",
-    }
+    assert {name: env_python(h) for name, h in mixed.items()} == ON_THE_PINS
     assert node_pythons(mixed) == dict.fromkeys(mixed, PIN)
-    minor = PIN.rsplit(".", 1)[0]
-    assert node_interpreters(mixed) == {
-        **{name: f"/usr/bin/python{minor}" for name in mixed if name != TRIXIE},
-        TRIXIE: f"/opt/ray/python/{PIN}/bin/python{minor}",
-    }
+    assert node_interpreters(mixed) == NODES_ON_THE_PINS
     alive = raycluster.alive_by_ip(raycluster.ray_nodes(ray_state(mixed)))
     assert set(alive) == all_ips(mixed)
     rows = versions()
@@ -140,7 +140,7 @@ def test_mixed_lab_runs_the_pin_on_every_host(mixed: dict[str, LabHost]) -> None
         **{name: "system" for name in mixed if name != TRIXIE},
         TRIXIE: "built: debian-13-x86_64",
     }
-    assert rows[TRIXIE]["interpreter"] == f"/opt/ray/python/{PIN}/bin/python{PIN.rsplit('.', 1)[0]}"
+    assert rows[TRIXIE]["interpreter"] == NODES_ON_THE_PINS[TRIXIE]
     # The build is root's, and no one else may change it.
     tree = mixed[TRIXIE].infra.file(f"/opt/ray/python/{PIN}")
     assert (tree.user, tree.group, tree.mode & 0o022) == ("root", "root", 0)
@@ -178,7 +178,7 @@ def test_no_compiler_or_build_dependency_reaches_a_host(mixed: dict[str, LabHost
 
 def test_interpreter_drift_is_reported_and_repaired(mixed: dict[str, LabHost]) -> None:
     host = mixed[TRIXIE]
-    victim = f"/opt/ray/python/{PIN}/lib/python{PIN.rsplit('.', 1)[0]}/json/__init__.py"
+    victim = f"/opt/ray/python/{PIN}/lib/python{MINOR}/json/__init__.py"
     host.ssh(f"echo 'raise SystemExit' | sudo tee -a {victim} >/dev/null")
     try:
         row = versions()[TRIXIE]
@@ -196,11 +196,11 @@ def test_interpreter_drift_is_reported_and_repaired(mixed: dict[str, LabHost]) -
     deploy(mixed)
     others = set(mixed) - {TRIXIE}
     assert {name: pid for name, pid in main_pids(mixed).items() if name in others} == {n: pids[n] for n in others}
-    assert node_interpreters(mixed)[TRIXIE] == f"/opt/ray/python/{PIN}/bin/python{PIN.rsplit('.', 1)[0]}"
+    assert node_interpreters(mixed)[TRIXIE] == NODES_ON_THE_PINS[TRIXIE]
 
 
-def test_a_pin_change_reverses_the_roles_and_deploy_switches(pinned_back: dict[str, LabHost], tmp_path: Path) -> None:
-    hosts = pinned_back
+def test_a_pin_change_reverses_the_roles_and_deploy_switches(mixed: dict[str, LabHost], tmp_path: Path) -> None:
+    hosts = mixed
     locks = tmp_path / "locks"
     inventory = write_inventory_variant(
         tmp_path,
@@ -225,19 +225,21 @@ def test_a_pin_change_reverses_the_roles_and_deploy_switches(pinned_back: dict[s
     for name, host in hosts.items():
         listing = host.ssh("ls /opt/ray/venvs /opt/ray/python").stdout.split()
         assert not [entry for entry in listing if PIN in entry], (name, listing)
-    result = invoke("run", "--inventory", str(inventory), "examples/tasks.py", check=False, timeout=600)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    # On the new pin as on the old: a second provision changes nothing, and every example passes.
+    counts = recap(provision(inventory).stdout)
+    assert {name: counts[name]["changed"] for name in hosts} == dict.fromkeys(hosts, 0)
+    result = invoke("examples", "--inventory", str(inventory), check=False, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 
-def test_the_build_provider_gives_every_host_the_kits_build(pinned_back: dict[str, LabHost], tmp_path: Path) -> None:
-    hosts = pinned_back
+def test_the_build_provider_gives_every_host_the_kits_build(mixed_lab: dict[str, LabHost], tmp_path: Path) -> None:
+    hosts = mixed_lab  # from any pin or provider: the test ends on the pins and the default provider
     inventory = write_inventory_variant(tmp_path, on_every_host(ray_python_provider="build"))
     provision(inventory)
     deploy(hosts, inventory)
     assert {name: env_python(h) for name, h in hosts.items()} == dict.fromkeys(hosts, (PIN, f"/opt/ray/python/{PIN}"))
     # Deploy restarted the nodes whose environment provision made anew.
-    minor = PIN.rsplit(".", 1)[0]
-    assert node_interpreters(hosts) == dict.fromkeys(hosts, f"/opt/ray/python/{PIN}/bin/python{minor}")
+    assert node_interpreters(hosts) == dict.fromkeys(hosts, f"/opt/ray/python/{PIN}/bin/python{MINOR}")
     rows = versions(inventory)
     assert {name: rows[name]["provider"] for name in hosts} == {
         name: f"built: debian-{12 if name != TRIXIE else 13}-x86_64" for name in hosts
@@ -250,6 +252,7 @@ def test_the_build_provider_gives_every_host_the_kits_build(pinned_back: dict[st
         **{name: [] for name in hosts if name != TRIXIE},
         TRIXIE: [PIN, f"{PIN}.manifest.json"],
     }
+    assert {name: env_python(h) for name, h in hosts.items()} == ON_THE_PINS
 
 
 # --- bad input: refused with its message, before any host changes ---------------------
