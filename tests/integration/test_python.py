@@ -63,17 +63,20 @@ def env_python(host: LabHost, env: str = "/opt/ray/current") -> tuple[str, str]:
     return (found[0], found[1]) if len(found) == 2 else ("", "")
 
 
+# The binary the host's running Ray node executes, as the kernel holds it.
+NODE_EXE = "/proc/$(systemctl show -P MainPID ray)/exe"
+
+
 def node_interpreters(hosts: dict[str, LabHost]) -> dict[str, str]:
     """host -> the interpreter its running Ray node's process runs (read from /proc)."""
-    read = "sudo readlink /proc/$(systemctl show -P MainPID ray)/exe"
-    return {name: host.ssh(read).stdout.strip() for name, host in hosts.items()}
+    return {name: host.ssh(f"sudo readlink {NODE_EXE}").stdout.strip() for name, host in hosts.items()}
 
 
 def node_pythons(hosts: dict[str, LabHost]) -> dict[str, str]:
     """host -> the Python version its running Ray node's process runs: its very binary, run through
     /proc (provision may have replaced or moved the file since)."""
-    run = "sudo /proc/$(systemctl show -P MainPID ray)/exe -V"
-    return {name: host.ssh(run).stdout.strip().removeprefix("Python ") for name, host in hosts.items()}
+    said = {name: host.ssh(f"sudo {NODE_EXE} -V").stdout for name, host in hosts.items()}
+    return {name: version.strip().removeprefix("Python ") for name, version in said.items()}
 
 
 def versions(inventory: Path | None = None) -> dict[str, dict[str, str]]:
