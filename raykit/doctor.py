@@ -116,6 +116,14 @@ def _host_findings(
                 "`invoke deploy` (writes it back and restarts that node)",
             )
         )
+    if checks.get("firewall"):
+        found.append(
+            Finding(
+                host,
+                "its firewall differs from the inventory: " + "; ".join(checks["firewall"]),
+                "`invoke deploy` (loads the inventory's rules; Ray is not restarted)",
+            )
+        )
     # A crashing node is mostly waiting to be restarted; caught just after a start it is young,
     # and just after a crash, deactivating (systemd ends what its Ray left) with restarts counted.
     failing = service["active"] in ("activating", "failed") or (

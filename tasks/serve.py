@@ -53,7 +53,7 @@ def run(c: Context, path: str, follow: bool = True, inventory: str | None = None
 
 def serve_env(c: Context, state: dict) -> dict[str, str]:
     replicas = min(len(state["hosts"]), int(c.config.serve.max_replicas))
-    return {"RAYKIT_SERVE_PORT": str(c.config.serve.port), "RAYKIT_SERVE_REPLICAS": str(replicas)}
+    return {"RAYKIT_SERVE_PORT": str(state["serve_port"]), "RAYKIT_SERVE_REPLICAS": str(replicas)}
 
 
 @task(help={"inventory": INVENTORY_HELP})
@@ -87,13 +87,13 @@ def examples(c: Context, inventory: str | None = None) -> None:
 
 @task(name="deploy", help={"inventory": INVENTORY_HELP})
 def serve_deploy(c: Context, inventory: str | None = None) -> None:
-    """Deploy the Serve example (examples/serve_app.py) on the head's serve.port; it stays up."""
+    """Deploy the Serve example (examples/serve_app.py) on ray_serve_port; it stays up."""
     state = cluster_state(c, inventory)
     with user_errors():
         result = run_job(c, state, EXAMPLES / "serve_app.py", [], follow=True, env=serve_env(c, state))
     if not result.ok:
         raise Exit(f"error: the Serve app failed to deploy: {result.message}", code=1)
-    say(f"serving on http://{state['hosts'][state['head']]['ip']}:{c.config.serve.port}/")
+    say(f"serving on http://{state['hosts'][state['head']]['ip']}:{state['serve_port']}/")
 
 
 @task(name="status", help={"inventory": INVENTORY_HELP})

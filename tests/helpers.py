@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -283,3 +284,39 @@ def all_ips(hosts: dict[str, LabHost]) -> set[str]:
 def node_ids(state: dict[str, str], host: LabHost) -> set[str]:
     """The ids of the host's alive Ray nodes (a restarted node comes back with a new one)."""
     return {node for node, ip in raycluster.alive_nodes(state).items() if ip == host.address}
+
+
+TCP_PROBE = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
+    print("open")
+except ConnectionRefusedError:
+    print("refused")
+except OSError:
+    print("dropped")
+"""
+
+
+def tcp_from(host: LabHost, address: str, port: int) -> str:
+    """open, refused or dropped: a TCP connection from host (its system python3) to address:port."""
+    return host.ssh(f"python3 -c {shlex.quote(TCP_PROBE)} {address} {port}").stdout.strip().splitlines()[-1]
+
+
+def nft_table(host: LabHost) -> subprocess.CompletedProcess[str]:
+    """The firewall's table as the host's nft lists it (fails when it is not loaded)."""
+    return host.ssh("sudo nft list table inet raykit", check=False)
+
+
+HTTP_PROBE = """
+import sys, urllib.error, urllib.request
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=10).status)
+except urllib.error.HTTPError as exc:
+    print(exc.code)
+"""
+
+
+def http_status_from(host: LabHost, url: str) -> int:
+    """The HTTP status a request without the token gets from host (its system python3)."""
+    return int(host.ssh(f"python3 -c {shlex.quote(HTTP_PROBE)} {shlex.quote(url)}").stdout.strip().splitlines()[-1])

@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import sys
 import time
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,11 @@ from tests.helpers import (
     assert_refused,
     expected_nodes,
     http_status,
+    http_status_from,
     invoke,
     main_pid,
     main_pids,
+    nft_table,
     on_every_host,
     ray_alive_nodes,
     recap,
@@ -175,7 +178,7 @@ NODE_PORTS = {DEFAULTS[name] for name in ("ray_node_manager_port", "ray_object_m
                                           "ray_dashboard_agent_grpc_port", "ray_runtime_env_agent_port",
                                           "ray_metrics_export_port", "ray_dashboard_agent_listen_port")}  # fmt: skip
 WORKER_PORTS = range(DEFAULTS["ray_min_worker_port"], DEFAULTS["ray_max_worker_port"] + 1)
-SERVE_PORT = yaml.safe_load((ROOT / "invoke.yaml").read_text())["serve"]["port"]
+SERVE_PORT = DEFAULTS["ray_serve_port"]
 
 
 def listening(host: LabHost) -> dict[int, set[str]]:
@@ -212,16 +215,19 @@ def test_ray_listens_beyond_loopback_only_on_the_pinned_ports(deployed) -> None:
         while (found := unpinned(name, host)) != ({}, []) and time.monotonic() < deadline:
             time.sleep(1)
         assert found == ({}, []), name
-    # Without the token: the agents' HTTP says 401, but every metrics endpoint answers (README, "Ports").
+    # Without the token, from another node: the agents' HTTP says 401, but every metrics endpoint
+    # answers (README, "Ports"); the firewall keeps the controller out of both.
     for name, host in deployed.items():
+        other = deployed[HEAD if name != HEAD else sorted(deployed)[1]]
         agent = f"http://{host.address}:{DEFAULTS['ray_dashboard_agent_listen_port']}/api/job_agent/jobs/x/logs"
-        assert http_status(agent, None) == 401, name
+        assert http_status_from(other, agent) == 401, name
         metrics = ["ray_metrics_export_port"] + (
             ["ray_dashboard_metrics_port", "ray_autoscaler_metrics_port"] if name == HEAD else []
         )
-        assert {port: http_status(f"http://{host.address}:{DEFAULTS[port]}/metrics", None) for port in metrics} == (
-            dict.fromkeys(metrics, 200)
-        ), name
+        urls = {port: f"http://{host.address}:{DEFAULTS[port]}/metrics" for port in metrics}
+        assert {port: http_status_from(other, url) for port, url in urls.items()} == dict.fromkeys(metrics, 200), name
+        with pytest.raises(urllib.error.URLError, match="refused"):
+            http_status(urls["ray_metrics_export_port"], None)
     # And status shows them: every node's ports on every host, the head's on the head alone.
     rows = {(row["port"], row["hosts"]) for row in json.loads(invoke("status", "--json").stdout)["ports"]}
     assert rows == {
@@ -369,6 +375,14 @@ def test_a_rebooted_worker_rejoins_with_no_command_run(deployed) -> None:
     invoke("lab.reboot", worker)
     took = wait_for_nodes(deployed, timeout=120)
     print(f"worker {worker} alive again {took:.1f} s after its host came back")
+    # Its firewall was loaded at boot, before Ray.
+    assert nft_table(deployed[worker]).returncode == 0
+    started = (
+        deployed[worker]
+        .ssh("systemctl show --property=ActiveEnterTimestampMonotonic --value raykit-firewall ray")
+        .stdout.split()
+    )
+    assert 0 < int(started[0]) <= int(started[1]), started
 
 
 def test_logs_show_the_nodes_journal(deployed) -> None:

@@ -12,7 +12,8 @@ pytestmark = pytest.mark.lab
 
 # What deploy and provision make on a host (Redis with ray_gcs_ft: redis).
 MADE = ("/etc/systemd/system/ray.service", "/etc/ray", "/opt/ray", "/var/lib/ray", "/var/lib/redis",
-        "/usr/bin/redis-server")  # fmt: skip
+        "/usr/bin/redis-server", "/etc/raykit-firewall.nft", "/etc/systemd/system/raykit-firewall.service")  # fmt: skip
+NFT_TABLE = "sudo nft list table inet raykit"
 
 
 def test_reset_leaves_hosts_as_provision_found_them(deployed, tmp_path: Path) -> None:
@@ -21,12 +22,14 @@ def test_reset_leaves_hosts_as_provision_found_them(deployed, tmp_path: Path) ->
     try:
         invoke("deploy", "--inventory", str(with_redis))
         assert deployed[HEAD].infra.file("/usr/bin/redis-server").exists
+        assert all(host.ssh(NFT_TABLE, check=False).returncode == 0 for host in deployed.values())
         assert invoke("reset", check=False).returncode == 2  # refuses without --yes
     finally:
         invoke("reset", "--yes")
     for host in deployed.values():
         assert [path for path in MADE if host.infra.file(path).exists] == [], host.name
         assert not host.infra.user("ray").exists and not host.infra.group("ray").exists, host.name
+        assert host.ssh(NFT_TABLE, check=False).returncode != 0, f"{host.name}: the firewall's table is left"
         ray = "ray start|ray[.]scripts[.]scripts|raylet|gcs_server|redis-server"
         running = host.ssh(f"pgrep -a -f '{ray}'", check=False)
         assert running.stdout == "", f"{host.name}: {running.stdout}"

@@ -15,6 +15,7 @@ import pytest
 from raykit import pybuild
 from tests.unit import plugins
 
+checks = plugins.load("ray/filter_plugins/ray_checks.py")
 filters = plugins.load("ray_python/filter_plugins/ray_python.py")
 report = plugins.load("ray/files/raykit_report.py")
 vars(report)["OWNER_UID"] = os.geteuid()
@@ -180,7 +181,7 @@ def test_a_failed_build_is_named_by_its_last_line_or_its_exit() -> None:
         {"rc": 2, "stderr": "building...\nerror: the build failed\n\n", "item": {"group": "debian-12-x86_64"}},
         {"rc": -9, "stderr": "", "item": {"group": "debian-13-x86_64"}},  # killed
     ]
-    assert filters.ray_python_build_errors(results) == [
+    assert checks.ray_command_errors(results, "building Python for {group}") == [
         "error: the build failed",
         "building Python for debian-13-x86_64 stopped (exit -9) with no message",
     ]

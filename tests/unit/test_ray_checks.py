@@ -168,9 +168,13 @@ def test_each_bad_setting_is_named(change: dict, message: str) -> None:
 
 
 def test_a_workers_ports_leave_out_the_heads_but_not_those_ray_reserves_on_every_node() -> None:
-    worker = {**GOOD_SETTINGS, "is_head": False, "ray_gcs_ft": "redis", "ray_gcs_port": 8000}
+    worker = {**GOOD_SETTINGS, "is_head": False, "ray_gcs_ft": "redis", "ray_gcs_port": 8100}
     assert set(checks.ray_ports(worker, False)) == set(checks.NODE_PORTS)
-    assert checks.ray_settings_errors({**worker, "ray_node_manager_port": 8000, "ray_redis_port": 8076}) == []
+    assert checks.ray_settings_errors({**worker, "ray_node_manager_port": 8100, "ray_redis_port": 8076}) == []
+    # Serve's proxy runs on every node.
+    assert checks.ray_settings_errors({**worker, "ray_node_manager_port": 8000}) == [
+        "ray_node_manager_port and ray_serve_port use the same port"
+    ]
     assert checks.ray_settings_errors({**worker, "ray_node_manager_port": 8265}) == [
         "ray_node_manager_port and ray_dashboard_port use the same port"
     ]

@@ -1,4 +1,4 @@
-"""What a host has, as JSON for the ray role; read-only but for `manifest` and `install-build`,
+"""What a host has, as JSON for the ray role; read-only but for `manifest` and the installs,
 standard library only.
 
 Run by root's own interpreter, isolated (`-I -S`: no site, no user paths, no environment),
@@ -17,6 +17,9 @@ with -c, so nothing is installed for it and nothing the ray user can write runs 
                         install the kit's build of Python from the copies provision made: the
                         runtime packages the host lacks (DEBS, JSON: package -> file in DEBS_TAR),
                         then, unless TREE is build ID unchanged, the tree (ARCHIVE) and its manifest
+  install-debs DEBS_TAR DEBS
+                        install the packages the host lacks from a copy of raykit.debs's files
+                        (DEBS, JSON: package -> file in DEBS_TAR)
   service UNIT FILE...  the unit's state, restarts and uptime, and whether it runs with
                         older settings than FILE... hold (a restart that never happened)
   check SPEC            for `invoke doctor`: clock, /dev/shm, the token's digest, whether the
@@ -77,7 +80,54 @@ def probe(spec):
         # Preflight refuses to make Ray's user of root or of a person's account.
         "user_uid": uid_of(spec["user"]),
         "service": service(spec["unit"], spec["settings"]),
+        "firewall": firewall(spec["firewall_table"]),
+        "ssh": ssh_connection(),
     }
+
+
+NFT = "/usr/sbin/nft"
+
+
+def firewall(table):
+    """Whether nft is here, the kernel's range for port 0 (where some of Ray's servers listen),
+    and the kit's table as loaded: each set's elements (None: no table)."""
+    ports = read_text("/proc/sys/net/ipv4/ip_local_port_range").split()
+    state = {"nft": os.path.exists(NFT), "ephemeral": [int(p) for p in ports] or [32768, 60999], "sets": None}
+    if state["nft"]:
+        done = subprocess.run([NFT, "-j", "list", "table", "inet", table], capture_output=True, text=True, check=False)
+        if done.returncode == 0:
+            found = [item["set"] for item in json.loads(done.stdout)["nftables"] if "set" in item]
+            state["sets"] = {found_set["name"]: sorted(map(element, found_set.get("elem", []))) for found_set in found}
+    return state
+
+
+def element(item):
+    """One set element as nft's input writes it: 10.0.0.1, 10.0.0.0/24 or 10.0.0.1-10.0.0.9."""
+    if isinstance(item, dict) and "prefix" in item:
+        return f"{item['prefix']['addr']}/{item['prefix']['len']}"
+    if isinstance(item, dict) and "range" in item:
+        return "-".join(item["range"])
+    return str(item)
+
+
+def ssh_connection():
+    """The controller's address and this host's, as the SSH connection of this run has them:
+    sudo resets its children's environment, so from the nearest process above that has it."""
+    pid = os.getppid()
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                pairs = [item.split(b"=", 1) for item in fh.read().split(b"\0") if b"=" in item]
+            value = dict(pairs).get(b"SSH_CONNECTION", b"").decode().split()
+            if len(value) == 4:
+                return {"client": value[0], "server": value[2]}
+            parent = re.search(r"^PPid:\s*(\d+)", read_text(f"/proc/{pid}/status"), re.MULTILINE)
+            if parent is None:
+                return None
+            pid = int(parent.group(1))
+        except (OSError, ValueError):
+            return None
+    return None
 
 
 def read_text(path):
@@ -350,32 +400,53 @@ def installed_packages():
 MARKER = "raykit-build.json"
 
 
+def install_debs(debs_tar, debs, work, unchanged=""):
+    """dpkg installs the packages of debs (package -> its file in debs_tar) that the host lacks
+    (none it has is installed again), unpacked in work; their names. unchanged: what a failure
+    left as it was, for its message."""
+    missing = sorted(set(debs) - installed_packages())
+    files = [debs[name] for name in missing]
+    if files:
+        steps = [
+            ["tar", "--extract", "--file", debs_tar, "--directory", work, *files],
+            ["dpkg", "--install", *(os.path.join(work, name) for name in files)],
+        ]
+        for argv in steps:
+            # Their output goes to stderr: stdout is this script's JSON.
+            done = subprocess.run(argv, stdout=sys.stderr, check=False)
+            if done.returncode != 0:
+                sys.exit(f"{' '.join(argv[:4])} ... failed (exit {done.returncode}){unchanged}")
+    return missing
+
+
+def install_packages(debs_tar, debs):
+    """install-debs: the packages the host lacks from the copy provision or deploy made, which is
+    removed, installed or not."""
+    work = tempfile.mkdtemp(dir=os.path.dirname(debs_tar), prefix=".raykit-debs.")
+    try:
+        return {"installed": install_debs(debs_tar, debs, work)}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        os.unlink(debs_tar)
+
+
 def install_build(archive, debs_tar, debs, tree, build_id):
-    """From the copies of raykit.pybuild's files: dpkg installs the runtime packages the host
-    lacks (debs: package -> its file in debs_tar; none the host has is installed again). Unless
-    the tree there is this very build, unchanged, the archive is unpacked beside it and renamed
-    over it only once whole, so a failure leaves the host's interpreter as it was; then its
-    manifest. The copies are removed, installed or not."""
+    """From the copies of raykit.pybuild's files: the runtime packages the host lacks
+    (install_debs). Unless the tree there is this very build, unchanged, the archive is unpacked
+    beside it and renamed over it only once whole, so a failure leaves the host's interpreter as
+    it was; then its manifest. The copies are removed, installed or not."""
     parent = os.path.dirname(tree)
     found = python_tree(tree)
     replace = not (found and found["id"] == build_id and found["trusted"])
     work = tempfile.mkdtemp(dir=parent, prefix=".raykit-python-new.")
     debs_dir = tempfile.mkdtemp(dir=os.path.dirname(debs_tar), prefix=".raykit-python-debs.")
     try:
-        missing = sorted(set(debs) - installed_packages())
-        files = [debs[name] for name in missing]
-        steps = []
-        if files:
-            steps.append(["tar", "--extract", "--file", debs_tar, "--directory", debs_dir, *files])
-            steps.append(["dpkg", "--install", *(os.path.join(debs_dir, name) for name in files)])
+        missing = install_debs(debs_tar, debs, debs_dir, "; the interpreter is as it was")
         if replace:
-            steps.append(["tar", "--extract", "--gzip", "--file", archive, "--directory", work])
-        for argv in steps:
-            # Their output goes to stderr: stdout is this script's JSON.
+            argv = ["tar", "--extract", "--gzip", "--file", archive, "--directory", work]
             done = subprocess.run(argv, stdout=sys.stderr, check=False)
             if done.returncode != 0:
                 sys.exit(f"{' '.join(argv[:4])} ... failed (exit {done.returncode}); the interpreter is as it was")
-        if replace:
             if os.path.lexists(tree):
                 os.rename(tree, os.path.join(work, ".replaced"))
             os.rename(os.path.join(work, os.path.basename(tree)), tree)
@@ -518,6 +589,8 @@ if __name__ == "__main__":
         print(json.dumps(check(json.loads(sys.argv[2]))))
     elif sys.argv[1] == "manifest":
         print(json.dumps(write_manifest(sys.argv[2])))
+    elif sys.argv[1] == "install-debs":
+        print(json.dumps(install_packages(sys.argv[2], json.loads(sys.argv[3]))))
     elif sys.argv[1] == "install-build":
         print(json.dumps(install_build(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5], sys.argv[6])))
     elif sys.argv[1] == "report":

@@ -308,6 +308,7 @@ def ray_settings_errors(s: Mapping[str, Any]) -> list[str]:
     if s["ray_gcs_ft"] != "none" and s["ray_redis_address"] and not os.path.isfile(redis_password):
         errors.append(f"ray_redis_address is set but its password file {s['ray_redis_password_file']} does not exist")
     ports = {**ray_ports(s, s["is_head"]), **{name: s[name] for name in RESERVED_PORTS}}
+    ports["ray_serve_port"] = s["ray_serve_port"]  # every node's Serve proxy, when Serve runs
     if s["is_head"] and s["ray_gcs_ft"] != "none" and not s["ray_redis_address"]:
         ports["ray_redis_port"] = s["ray_redis_port"]  # the kit's Redis, on the head's loopback
     return errors + ray_port_errors(ports, s["ray_min_worker_port"], s["ray_max_worker_port"])
@@ -367,6 +368,17 @@ def ray_paths_differ(found: Mapping[str, Any], wanted: Mapping[str, Any], paths:
     return [path for path in paths if found.get(path) != wanted.get(path)]
 
 
+def ray_command_errors(results: list[Mapping[str, Any]], what: str) -> list[str]:
+    """Each failed run of a looped command: its last line on stderr, or, for one killed without a
+    word, `what` (formatted with the item's fields) and its exit."""
+    return [
+        ([line for line in result.get("stderr", "").splitlines() if line.strip()] or [""])[-1]
+        or f"{what.format(**result['item'])} stopped (exit {result['rc']}) with no message"
+        for result in results
+        if result.get("rc") != 0
+    ]
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -377,6 +389,7 @@ class FilterModule:
             "ray_same_machines": ray_same_machines,
             "ray_object_store_errors": ray_object_store_errors,
             "ray_paths_differ": ray_paths_differ,
+            "ray_command_errors": ray_command_errors,
             "ray_deb_errors": ray_deb_errors,
             "ray_ports": ray_ports,
             "ray_settings_errors": ray_settings_errors,

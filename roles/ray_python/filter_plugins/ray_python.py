@@ -51,16 +51,6 @@ def ray_python_unbuilt(jobs: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]
     return [job for job in jobs if not ray_python_build(job)]
 
 
-def ray_python_build_errors(results: list[Mapping[str, Any]]) -> list[str]:
-    """Each failed build's message: raykit.pybuild's last line on stderr (a killed one says nothing)."""
-    return [
-        ([line for line in result.get("stderr", "").splitlines() if line.strip()] or [""])[-1]
-        or f"building Python for {result['item']['group']} stopped (exit {result['rc']}) with no message"
-        for result in results
-        if result.get("rc") != 0
-    ]
-
-
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -70,6 +60,5 @@ class FilterModule:
             "ray_lock_python_source": ray_lock_python_source,
             "ray_python_build": ray_python_build,
             "ray_python_unbuilt": ray_python_unbuilt,
-            "ray_python_build_errors": ray_python_build_errors,
             "ray_python_job": ray_python_job,
         }

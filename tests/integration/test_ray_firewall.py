@@ -1,0 +1,143 @@
+"""The firewall on the lab (README, "Firewall"): Ray's ports answer the inventory's nodes and
+refuse a lab host outside it, judged by TCP from the hosts themselves and by Ray's State API.
+
+Named to run after test_python, whose four-host lab it reuses (the fourth host is the outsider)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raykit import cluster as raycluster
+from tests.helpers import (
+    HEAD,
+    LAB_HOSTS,
+    ROOT,
+    TOKEN_FILE,
+    LabHost,
+    all_ips,
+    assert_refused,
+    http_status,
+    invoke,
+    main_pids,
+    nft_table,
+    ray_state,
+    read_inventory,
+    recap,
+    tcp_from,
+    write_inventory_variant,
+)
+
+pytestmark = pytest.mark.lab
+
+DEFAULTS = yaml.safe_load((ROOT / "roles/ray/defaults/main.yml").read_text())
+OUTSIDER = f"raylab-{LAB_HOSTS + 1}"
+
+
+@pytest.fixture
+def four_hosts(running_lab: dict[str, LabHost]) -> dict[str, LabHost]:
+    """The lab with one host more than the cluster's inventory, every host provisioned."""
+    if len(running_lab) != LAB_HOSTS + 1:
+        invoke("lab.up", "--hosts", str(LAB_HOSTS + 1), timeout=900)
+    invoke("provision", timeout=1800)
+    return read_inventory()
+
+
+def without_outsider(tmp_path: Path) -> Path:
+    return write_inventory_variant(tmp_path, lambda inv: inv["children"]["ray_workers"]["hosts"].pop(OUTSIDER))
+
+
+def test_a_host_outside_the_inventory_is_refused_and_let_in_once_listed(
+    four_hosts: dict[str, LabHost], tmp_path: Path
+) -> None:
+    hosts = four_hosts
+    members = {name: h for name, h in hosts.items() if name != OUTSIDER}
+    outsider, head, worker = hosts[OUTSIDER], hosts[HEAD], hosts[sorted(members)[1]]
+    three = without_outsider(tmp_path)
+    outsider.ssh("sudo systemctl stop ray", check=False)  # a host about to join, not yet a node
+    invoke("deploy", "--inventory", str(three), timeout=900)
+    raycluster.wait_for_cluster(ray_state(members), all_ips(members), timeout=120)
+    invoke("serve.deploy", "--inventory", str(three), timeout=600)
+    try:
+        # The GCS, a raylet, a metrics port and Serve: open to a member, refused to the outsider.
+        probes = [
+            (head, DEFAULTS["ray_gcs_port"]),
+            (worker, DEFAULTS["ray_node_manager_port"]),
+            (worker, DEFAULTS["ray_metrics_export_port"]),
+            (head, DEFAULTS["ray_serve_port"]),
+        ]
+        seen = {(h.name, port): (tcp_from(worker if h is head else head, h.address, port),
+                                 tcp_from(outsider, h.address, port)) for h, port in probes}  # fmt: skip
+        assert seen == dict.fromkeys(seen, ("open", "refused")), seen
+        # The controller: the dashboard (401 without the token, 200 with it), not the GCS.
+        token = TOKEN_FILE.read_text().strip()
+        jobs = f"http://{head.address}:{DEFAULTS['ray_dashboard_port']}/api/jobs/"
+        assert (http_status(jobs, None), http_status(jobs, token)) == (401, 200)
+        assert tcp_from_controller(head.address, DEFAULTS["ray_gcs_port"]) == "refused"
+        # The cluster works behind it: every example, Serve's replicas across the nodes too.
+        invoke("examples", "--inventory", str(three), timeout=1200)
+    finally:
+        invoke("serve.shutdown", "--inventory", str(three), check=False)
+    # Listed and deployed: every node opens its ports to it, and no node restarts for that.
+    before = main_pids(members)
+    invoke("deploy", timeout=900)
+    raycluster.wait_for_cluster(ray_state(hosts), all_ips(hosts), timeout=120)
+    assert main_pids(members) == before
+    assert tcp_from(outsider, worker.address, DEFAULTS["ray_metrics_export_port"]) == "open"
+    again = recap(invoke("deploy").stdout)
+    assert set(hosts) <= set(again) and all(again[n]["changed"] == 0 for n in hosts), again
+
+
+def tcp_from_controller(address: str, port: int) -> str:
+    import socket
+
+    try:
+        socket.create_connection((address, port), timeout=3).close()
+        return "open"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError:
+        return "dropped"
+
+
+def test_doctor_names_a_node_whose_rules_differ_and_deploy_repairs_them_without_a_restart(deployed) -> None:
+    worker = deployed[sorted(deployed)[1]]
+    before = main_pids(deployed)
+    worker.ssh("sudo nft add element inet raykit nodes_ip '{ 10.77.0.99 }'")
+    found = invoke("doctor", check=False)
+    assert found.returncode != 0
+    assert f"{worker.name}: its firewall differs from the inventory: its nodes ports let in 10.77.0.99" in (
+        found.stdout
+    ), found.stdout
+    invoke("deploy")
+    assert "10.77.0.99" not in nft_table(worker).stdout
+    assert main_pids(deployed) == before
+    invoke("doctor")
+
+
+def test_a_flushed_ruleset_is_named_and_loaded_again(deployed) -> None:
+    worker = deployed[sorted(deployed)[2]]
+    worker.ssh("sudo nft flush ruleset")
+    found = invoke("doctor", check=False)
+    assert f"{worker.name}: its firewall differs from the inventory: its firewall table is not loaded" in (
+        found.stdout
+    ), found.stdout
+    invoke("deploy")
+    assert nft_table(worker).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("ray_admin_cidrs", ["10.77.0.300/24"], "ray_admin_cidrs: '10.77.0.300/24' is not an IP address or network"),
+        ("ray_serve_allow", ["10.77.0.5/24"], "ray_serve_allow: '10.77.0.5/24' has host bits set; did you mean"),
+        ("ray_controller_address", "controller", "ray_controller_address: 'controller' is not an IP address"),
+    ],
+)
+def test_bad_firewall_settings_are_refused_before_any_change(
+    deployed, tmp_path: Path, variable: str, value: object, message: str
+) -> None:
+    bad = write_inventory_variant(tmp_path, lambda inv: inv["vars"].update({variable: value}))
+    assert_refused(invoke("deploy", "--inventory", str(bad), check=False), f"{HEAD}: ", message)
