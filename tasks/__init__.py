@@ -9,7 +9,7 @@ import time
 
 from invoke import Collection, Context, task
 
-from tasks.bench import bench_cluster, bench_faults, bench_lab, bench_python
+from tasks.bench import bench_cluster, bench_faults, bench_lab, bench_python, bench_tls
 from tasks.cluster import (
     dashboard,
     deploy,
@@ -58,6 +58,7 @@ bench.add_task(bench_lab, name="lab")
 bench.add_task(bench_cluster, name="cluster")
 bench.add_task(bench_faults, name="faults")
 bench.add_task(bench_python, name="python")
+bench.add_task(bench_tls, name="tls")
 ns = Collection(
     demo,
     lint,

@@ -9,9 +9,11 @@ import shlex
 import shutil
 import statistics
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
+import yaml
 from invoke import Context, Exit, task
 
 from raykit import cluster, pybuild
@@ -29,6 +31,7 @@ from tasks.common import (
     user_errors,
 )
 from tasks.lab import down, up
+from tasks.serve import run_examples
 
 
 def lab_only(c: Context, inventory: str | None, task_name: str) -> None:
@@ -196,3 +199,38 @@ def bench_faults(c: Context) -> None:
                 second, cut)  # fmt: skip
         measure(f"lab.plug {second} -> its node alive", lambda: labkit.set_link(settings, second, up=True), second)
     print_table(figures)
+
+
+@task(help={"runs": "runs of every example with and without TLS, taken in turn (default 3); the median counts"})
+def bench_tls(c: Context, runs: int = 3) -> None:
+    """Measure every example on the lab without and with ray_tls, in turn (deploy switches the
+    cluster each time; it ends without TLS)."""
+    lab_only(c, None, "bench.tls")
+    lab_inventory = ROOT / c.config.lab.inventory
+    with tempfile.TemporaryDirectory() as tmp:
+        # The lab's inventory with ray_tls on, beside the same group_vars.
+        tls_inventory = Path(tmp) / "inventory" / "tls.yml"
+        tls_inventory.parent.mkdir()
+        (tls_inventory.parent / "group_vars").symlink_to(lab_inventory.parent / "group_vars")
+        hosts = yaml.safe_load(lab_inventory.read_text())
+        hosts["all"].setdefault("vars", {})["ray_tls"] = True
+        tls_inventory.write_text(yaml.safe_dump(hosts))
+        seconds: dict[str, dict[str, list[float]]] = {}
+        try:
+            for _ in range(runs):
+                for kind, inventory in (("plain", None), ("tls", str(tls_inventory))):
+                    deploy(c, inventory=inventory)
+                    for row in run_examples(c, cluster_state(c, inventory)):
+                        if row["result"] != "passed":
+                            raise Exit(f"error: {row['example']} failed with {kind}: {row['result']}", code=1)
+                        times = seconds.setdefault(row["example"], {"plain": [], "tls": []})
+                        times[kind].append(float(row["duration"].split()[0]))
+        finally:
+            deploy(c)
+    medians = {name: {kind: statistics.median(times) for kind, times in t.items()} for name, t in seconds.items()}
+    rows = [
+        {"example": name, "plain s": f"{m['plain']:.1f}", "tls s": f"{m['tls']:.1f}",
+         "ratio": f"{m['tls'] / m['plain']:.2f}"}
+        for name, m in medians.items()
+    ]  # fmt: skip
+    print_table(rows)

@@ -56,10 +56,8 @@ def serve_env(c: Context, state: dict) -> dict[str, str]:
     return {"RAYKIT_SERVE_PORT": str(state["serve_port"]), "RAYKIT_SERVE_REPLICAS": str(replicas)}
 
 
-@task(help={"inventory": INVENTORY_HELP})
-def examples(c: Context, inventory: str | None = None) -> None:
-    """Run every example in examples/ on the cluster and print a summary table."""
-    state = cluster_state(c, inventory)
+def run_examples(c: Context, state: dict) -> list[dict[str, str]]:
+    """Every example in examples/ on the cluster, one job each: a row per example."""
     rows = []
     for script in sorted(EXAMPLES.glob("*.py")):
         if script.name == "serve_check.py":  # a helper of serve_app.py, run from outside
@@ -79,6 +77,13 @@ def examples(c: Context, inventory: str | None = None) -> None:
                 "hosts_used": used.group(1) if used else "-",
             }
         )
+    return rows
+
+
+@task(help={"inventory": INVENTORY_HELP})
+def examples(c: Context, inventory: str | None = None) -> None:
+    """Run every example in examples/ on the cluster and print a summary table."""
+    rows = run_examples(c, cluster_state(c, inventory))
     print_table(rows)
     failed = [r["example"] for r in rows if r["result"] != "passed"]
     if failed:

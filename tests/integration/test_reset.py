@@ -35,6 +35,7 @@ def test_reset_leaves_hosts_as_provision_found_them(deployed, tmp_path: Path) ->
         assert running.stdout == "", f"{host.name}: {running.stdout}"
     assert not TOKEN_FILE.exists()
     assert not TOKEN_FILE.with_suffix(".redis").exists()
+    assert not TOKEN_FILE.with_suffix(".tls").exists()
     assert INVENTORY.exists()
     again = recap(invoke("reset", "--yes").stdout)  # on clean hosts: succeeds, changes nothing
     assert set(deployed) <= set(again) and all(again[n]["changed"] == 0 for n in deployed), again

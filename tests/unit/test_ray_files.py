@@ -78,3 +78,13 @@ def test_makes_missing_parent_folders_and_says_why_it_cannot_make_a_path(tmp_pat
     bad = {str(tmp_path / "x"): {"type": "directory", "owner": "no-such-user-here", "group": GROUP, "mode": "0755"}}
     result = run(tmp_path, bad, {})
     assert result["failed"] and "no-such-user-here" in result["msg"]
+
+
+def test_removes_an_absent_one_and_then_changes_nothing(tmp_path: Path) -> None:
+    paths, contents = wanted(tmp_path)
+    run(tmp_path, paths, contents)
+    token = list(paths)[1]
+    gone = {**paths, token: {"type": "absent"}}
+    assert run(tmp_path, gone, {}, check_mode=True)["changed_paths"] == [token] and Path(token).exists()
+    assert run(tmp_path, gone, {})["changed_paths"] == [token] and not Path(token).exists()
+    assert run(tmp_path, gone, {})["changed"] is False

@@ -19,8 +19,9 @@ options:
   paths:
     description:
       - Path -> wanted state, as the role's probe reports it, in the order to make them.
-      - Each is a dict with C(type) (C(directory) or C(file)), C(owner), C(group), C(mode)
-        (octal string), and for a file C(sha1), the checksum of its content.
+      - Each is a dict with C(type) (C(directory), C(file) or C(absent)), C(owner), C(group),
+        C(mode) (octal string), and for a file C(sha1), the checksum of its content. An absent
+        one is removed.
     type: dict
     required: true
   contents:
@@ -74,6 +75,12 @@ def write_file(path: str, data: bytes, wanted: dict) -> None:
 def make(module: AnsibleModule, path: str, wanted: dict) -> bool:
     """Make one path as wanted; whether anything changed."""
     changed = False
+    if wanted["type"] == "absent":
+        if not os.path.lexists(path):
+            return False
+        if not module.check_mode:
+            os.unlink(path)
+        return True
     if wanted["type"] == "directory":
         if not os.path.isdir(path):
             changed = True
