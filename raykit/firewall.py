@@ -4,14 +4,28 @@ one node, the checks of its settings, and how a loaded table differs from the in
 from __future__ import annotations
 
 import ipaddress
+import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from raykit.ssh import ssh_argv
 
 TABLE = "raykit"
 # The settings that list sources: what each one opens (README, "Firewall").
 SOURCE_LISTS = ("ray_admin_cidrs", "ray_serve_allow", "ray_metrics_allow")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def address_error(value: str) -> str:
+    """Why nft cannot take value as written ("" when it can): scoped and IPv4-mapped IPv6
+    addresses are not what nft lists back."""
+    if "%" in value:
+        return "has a scope (%...), which nft's rules cannot name"
+    network = ipaddress.ip_network(value, strict=False).network_address
+    if isinstance(network, ipaddress.IPv6Address) and network.ipv4_mapped:
+        return "is an IPv4 address in IPv6 form; write it as IPv4"
+    return ""
 
 
 def network_errors(name: str, values: Any) -> list[str]:
@@ -29,6 +43,9 @@ def network_errors(name: str, values: Any) -> list[str]:
                 errors.append(f"{name}: {value!r} is not an IP address or network (like 10.0.0.0/24)")
             else:
                 errors.append(f"{name}: {value!r} has host bits set; did you mean {loose}?")
+            continue
+        if address_error(str(value)):
+            errors.append(f"{name}: {value!r} {address_error(str(value))}")
     return errors
 
 
@@ -41,9 +58,12 @@ def settings_errors(s: Mapping[str, Any]) -> list[str]:
     controller = s["ray_controller_address"]
     if controller:
         try:
-            ipaddress.ip_address(str(controller))
+            ipaddress.ip_address(str(controller).split("%")[0])
         except ValueError:
             errors.append(f"ray_controller_address: {controller!r} is not an IP address")
+        else:
+            if address_error(str(controller)):
+                errors.append(f"ray_controller_address: {controller!r} {address_error(str(controller))}")
     elif s["ray_firewall"] and not s["local"] and not s["ssh"]:
         errors.append(
             "cannot tell the controller's address as this host sees it (its SSH connection does not say); "
@@ -52,16 +72,55 @@ def settings_errors(s: Mapping[str, Any]) -> list[str]:
     return errors
 
 
-def controller_route_errors(ssh: Mapping[str, str] | None, dashboard_host: str, controller: str) -> list[str]:
-    """On the head: the controller's SSH reaches another address than its HTTP to the dashboard
-    (a jump host, another route), so the SSH client's address is not where that HTTP comes from."""
-    if controller or not ssh or ssh["server"] == dashboard_host:
+def controller_route_errors(
+    ssh: Mapping[str, Any] | None, dashboard_host: str, controller: str, jump: str = ""
+) -> list[str]:
+    """On the head: the SSH client's address is not where the controller's HTTP to the dashboard
+    comes from when SSH goes through a jump host (jump: ssh's ProxyJump or ProxyCommand for the
+    head) or reaches another address than the dashboard's."""
+    if controller or not ssh:
         return []
-    return [
-        f"the controller reaches this host over SSH at {ssh['server']} but its dashboard at {dashboard_host}: "
+    fix = (
         "set ray_controller_address to the controller's address as this host sees it, or the firewall "
         "would lock the controller out of the dashboard"
-    ]
+    )
+    if jump:
+        return [f"the controller reaches this host through {jump}, so {ssh['client']} is not the controller: {fix}"]
+    if ssh["server"] != dashboard_host:
+        return [
+            f"the controller reaches this host over SSH at {ssh['server']} but its dashboard at {dashboard_host}: {fix}"
+        ]
+    return []
+
+
+def ssh_jump(hostvars: Mapping[str, Any], host: str) -> str:
+    """The jump host or proxy command ssh would use to reach host with its inventory variables
+    ("" when it goes directly), as `ssh -G` resolves them with the user's ssh config."""
+    argv = ssh_argv(hostvars, host, options=["-G"])
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    for line in done.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        if key in ("proxyjump", "proxycommand") and value and value != "none":
+            return f"{key} {value}"
+    return ""
+
+
+def ssh_port_errors(chains: list[dict[str, Any]], port: Any) -> list[str]:
+    """SSH's port inside the ports a chain keeps to some sources: the firewall would cut the
+    controller off in the middle of the run that loads it."""
+    for chain in chains:
+        for span in chain["ports"]:
+            low, _, high = span.partition("-")
+            if int(low) <= int(port) <= int(high or low):
+                return [
+                    f"SSH's port {port} lies in the ports the firewall keeps to its {chain['name']} sources "
+                    f"({span}): move SSH or Ray's ports (ray_min_worker_port-ray_max_worker_port, or the "
+                    "kernel's net.ipv4.ip_local_port_range, where Serve's replicas listen)"
+                ]
+    return []
 
 
 # nft's match for each IP version's source address, which also names the sets.
@@ -172,8 +231,13 @@ def chain(set_name: str) -> str:
 
 def node_addresses(hosts: Iterable[Mapping[str, Any]]) -> list[str]:
     """Each inventory host's node address (its hostvars): as its facts gave it, else as the
-    inventory names it (a host that did not answer keeps its place in the others' rules)."""
-    return [
-        str(h.get("_ray_node_address") or h.get("ray_node_ip") or h.get("ansible_host") or h["inventory_hostname"])
-        for h in hosts
-    ]
+    inventory names it (a host that did not answer keeps its place in the others' rules), when
+    that is an address: a name is left out."""
+    found = []
+    for h in hosts:
+        value = str(h.get("_ray_node_address") or h.get("ray_node_ip") or h.get("ansible_host") or "")
+        try:
+            found.append(str(ipaddress.ip_address(value)))
+        except ValueError:
+            continue
+    return found

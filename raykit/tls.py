@@ -15,14 +15,21 @@ import ipaddress
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 CA_DAYS = 3650
+PUBLIC = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+class TLSError(Exception):
+    """A problem the user can fix; shown as one line."""
 
 
 def now() -> datetime.datetime:
@@ -81,13 +88,23 @@ def subject_names(name: str, ip: str) -> list[x509.GeneralName]:
 
 
 def reissue_reason(
-    cert: x509.Certificate | None, ca: x509.Certificate, name: str, ip: str, renew_days: int, at: datetime.datetime
+    cert: x509.Certificate | None,
+    key: ec.EllipticCurvePrivateKey | None,
+    ca: x509.Certificate,
+    name: str,
+    ip: str,
+    renew_days: int,
+    at: datetime.datetime,
 ) -> str:
-    """Why the node needs a new certificate ("" when the one it has is good)."""
-    if cert is None:
+    """Why the node needs a new certificate ("" when the one it has, and its key, are good)."""
+    if cert is None or key is None:
         return "no certificate yet"
-    if cert.issuer != ca.subject:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
         return "signed by another CA"
+    if cert.public_key().public_bytes(*PUBLIC) != key.public_key().public_bytes(*PUBLIC):
+        return "its key is not the certificate's"
     if cert.not_valid_after_utc - at < datetime.timedelta(days=renew_days):
         return f"expires {cert.not_valid_after_utc:%Y-%m-%d}"
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -120,19 +137,37 @@ def issue(
     return cert.public_bytes(serialization.Encoding.PEM), key_pem(key)
 
 
-def ensure(folder: Path, nodes: dict[str, str], days: int, renew_days: int, cluster: str) -> dict[str, str]:
-    """Every node's certificate in folder, issued again where it needs it: node -> why ("" if not)."""
+def load_key(path: Path) -> ec.EllipticCurvePrivateKey | None:
+    if not path.exists():
+        return None
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    return key if isinstance(key, ec.EllipticCurvePrivateKey) else None
+
+
+def ensure(
+    folder: Path, nodes: dict[str, str], days: int, renew_days: int, cluster: str, held_by: Sequence[str] = ()
+) -> dict[str, str]:
+    """Every node's certificate in folder, issued again where it needs it: node -> why ("" if not).
+    held_by: the hosts that already hold a CA's certificate, which a new CA would lock out."""
+    if days <= renew_days:
+        raise TLSError(f"ray_tls_days ({days}) must be more than ray_tls_renew_days ({renew_days})")
+    if held_by and not ((folder / "ca.key").exists() and (folder / "ca.crt").exists()):
+        raise TLSError(
+            f"the controller has no cluster CA in {folder}, but {', '.join(held_by)} hold one: restore that "
+            "folder from a backup and deploy again, or deploy once with ray_tls: false and then with "
+            "ray_tls: true, which makes a new CA (every node restarts twice). Nothing was changed"
+        )
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     ca_key, ca = load_or_make_ca(folder, cluster)
     reasons = {}
     for name, ip in sorted(nodes.items()):
-        cert_path = folder / f"{name}.crt"
+        cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes()) if cert_path.exists() else None
-        reasons[name] = reissue_reason(cert, ca, name, ip, renew_days, now())
+        reasons[name] = reissue_reason(cert, load_key(key_path), ca, name, ip, renew_days, now())
         if reasons[name]:
             cert_pem, node_key = issue(ca_key, ca, name, ip, days)
-            write_private(folder / f"{name}.key", node_key)
+            write_private(key_path, node_key)
             write_private(cert_path, cert_pem)
     return reasons
 
@@ -143,10 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster", required=True, help="the cluster's name (its head), for the CA's name")
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--renew-days", type=int, default=30)
+    parser.add_argument("--held-by", action="append", default=[], help="a host that already holds a CA certificate")
     parser.add_argument("nodes", nargs="+", help="NAME=IP of every node")
     args = parser.parse_args(argv)
     nodes = dict(node.split("=", 1) for node in args.nodes)
-    print(json.dumps(ensure(args.dir.expanduser(), nodes, args.days, args.renew_days, args.cluster)))
+    try:
+        reasons = ensure(args.dir.expanduser(), nodes, args.days, args.renew_days, args.cluster, args.held_by)
+    except TLSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(reasons))
     return 0
 
 

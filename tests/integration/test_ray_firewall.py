@@ -128,6 +128,20 @@ def test_a_flushed_ruleset_is_named_and_loaded_again(deployed) -> None:
     assert nft_table(worker).returncode == 0
 
 
+def test_debians_nftables_service_flushing_the_ruleset_keeps_the_kits_table(deployed) -> None:
+    worker = deployed[sorted(deployed)[1]]
+    try:
+        # Its start and reload begin with `flush ruleset`; the kit's drop-in loads the table after.
+        worker.ssh("sudo systemctl enable --quiet --now nftables && sudo systemctl reload nftables")
+        assert nft_table(worker).returncode == 0
+    finally:
+        worker.ssh("sudo systemctl disable --quiet --now nftables", check=False)
+    # Its stop flushes every table: gone until deploy loads it again.
+    assert nft_table(worker).returncode != 0
+    invoke("deploy")
+    assert nft_table(worker).returncode == 0
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [

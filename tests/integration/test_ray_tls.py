@@ -15,6 +15,7 @@ from tests.helpers import (
     ROOT,
     LabHost,
     all_ips,
+    assert_refused,
     invoke,
     main_pids,
     ray_state,
@@ -66,7 +67,15 @@ def test_tls_keeps_ray_to_the_clusters_certificates_and_a_new_certificate_restar
         # The GCS speaks gRPC only to a client holding a certificate of the cluster's CA.
         seen = {how: grpc_from(worker, head.address, gcs, how) for how in ("cert", "none", "plain")}
         assert seen["cert"] == "talks" and seen["none"] != "talks" and seen["plain"] != "talks", seen
-        assert grpc_from(head, worker.address, DEFAULTS["ray_node_manager_port"], "none") != "talks"
+        raylet = {how: grpc_from(head, worker.address, DEFAULTS["ray_node_manager_port"], how) for how in seen}
+        assert raylet["cert"] == "talks" and raylet["none"] != "talks" and raylet["plain"] != "talks", raylet
+        # A controller that lost the CA the nodes hold is refused before anything changes.
+        moved = TLS_DIR.with_name(TLS_DIR.name + ".moved")
+        TLS_DIR.rename(moved)
+        try:
+            assert_refused(invoke("deploy", "--inventory", str(tls), check=False), "the controller has no cluster CA")
+        finally:
+            moved.rename(TLS_DIR)
         # Keys readable by root and Ray alone.
         modes = worker.ssh("sudo stat -c '%U:%G %a' /etc/ray/tls-node.key /etc/ray/tls-ca.crt").stdout.split()
         assert modes == ["root:ray", "440", "root:ray", "440"], modes

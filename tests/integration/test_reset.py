@@ -12,7 +12,8 @@ pytestmark = pytest.mark.lab
 
 # What deploy and provision make on a host (Redis with ray_gcs_ft: redis).
 MADE = ("/etc/systemd/system/ray.service", "/etc/ray", "/opt/ray", "/var/lib/ray", "/var/lib/redis",
-        "/usr/bin/redis-server", "/etc/raykit-firewall.nft", "/etc/systemd/system/raykit-firewall.service")  # fmt: skip
+        "/usr/bin/redis-server", "/etc/raykit-firewall.nft", "/etc/systemd/system/raykit-firewall.service",
+        "/etc/systemd/system/nftables.service.d")  # fmt: skip
 NFT_TABLE = "sudo nft list table inet raykit"
 
 

@@ -75,11 +75,34 @@ def test_drift_names_what_the_loaded_table_lets_in_or_keeps_out() -> None:
     assert firewall.drift(wanted, None) == ["its firewall table is not loaded: Ray's ports answer anyone"]
 
 
-def test_node_addresses_fall_back_to_the_inventory() -> None:
+def test_node_addresses_fall_back_to_the_inventory_and_leave_out_names() -> None:
     hosts = [{"_ray_node_address": "10.0.0.1", "inventory_hostname": "a"},
              {"ray_node_ip": "", "ansible_host": "10.0.0.2", "inventory_hostname": "b"},
-             {"inventory_hostname": "c"}]  # fmt: skip
-    assert firewall.node_addresses(hosts) == ["10.0.0.1", "10.0.0.2", "c"]
+             {"ansible_host": "gpu-box-3.lab", "inventory_hostname": "c"}]  # fmt: skip
+    assert firewall.node_addresses(hosts) == ["10.0.0.1", "10.0.0.2"]
+
+
+def test_addresses_nft_would_list_otherwise_are_refused() -> None:
+    assert firewall.network_errors("ray_metrics_allow", ["::ffff:10.0.0.0/104", "fe80::1%eth0", "2001:db8::/32"]) == [
+        "ray_metrics_allow: '::ffff:10.0.0.0/104' is an IPv4 address in IPv6 form; write it as IPv4",
+        "ray_metrics_allow: 'fe80::1%eth0' has a scope (%...), which nft's rules cannot name",
+    ]
+
+
+def test_ssh_inside_a_kept_range_is_refused() -> None:
+    worker = list(chains(False).values())
+    assert firewall.ssh_port_errors(worker, 22) == []
+    assert firewall.ssh_port_errors(worker, 50022)[0].startswith("SSH's port 50022 lies in the ports the firewall")
+    assert "(10002-19999)" in firewall.ssh_port_errors(worker, "10022")[0]
+
+
+def test_a_jump_host_is_found_with_ssh_config() -> None:
+    hostvars = {"ansible_host": "10.77.0.11", "ansible_ssh_common_args": "-o ProxyJump=ops@jump.example"}
+    assert firewall.ssh_jump(hostvars, "raylab-1") == "proxyjump ops@jump.example"
+    assert firewall.ssh_jump({"ansible_host": "10.77.0.11", "ansible_ssh_common_args": "-F /dev/null"}, "h") == ""
+    ssh = {"client": "10.9.0.5", "server": "10.77.0.11"}
+    assert "is not the controller" in firewall.controller_route_errors(ssh, "10.77.0.11", "", "proxyjump j")[0]
+    assert firewall.controller_route_errors(ssh, "10.77.0.11", "10.77.0.1", "proxyjump j") == []
 
 
 def test_debs_closure_and_cache_folder(tmp_path) -> None:

@@ -120,7 +120,7 @@ def ssh_connection():
                 pairs = [item.split(b"=", 1) for item in fh.read().split(b"\0") if b"=" in item]
             value = dict(pairs).get(b"SSH_CONNECTION", b"").decode().split()
             if len(value) == 4:
-                return {"client": value[0], "server": value[2]}
+                return {"client": value[0], "server": value[2], "port": int(value[3])}
             parent = re.search(r"^PPid:\s*(\d+)", read_text(f"/proc/{pid}/status"), re.MULTILINE)
             if parent is None:
                 return None

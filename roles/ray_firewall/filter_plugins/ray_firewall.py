@@ -29,6 +29,8 @@ class FilterModule:
             "ray_firewall_sets": firewall.set_elements,
             "ray_firewall_drift": firewall.drift,
             "ray_firewall_nodes": firewall.node_addresses,
+            "ray_firewall_ssh_jump": firewall.ssh_jump,
+            "ray_firewall_ssh_errors": firewall.ssh_port_errors,
             "ray_firewall_cached_debs": ray_firewall_cached_debs,
             "ray_firewall_unfetched": ray_firewall_unfetched,
         }
