@@ -303,6 +303,12 @@ def tcp_from(host: LabHost, address: str, port: int) -> str:
     return host.ssh(f"python3 -c {shlex.quote(TCP_PROBE)} {address} {port}").stdout.strip().splitlines()[-1]
 
 
+def tcp_from_here(address: str, port: int) -> str:
+    """The same probe run on the controller."""
+    done = subprocess.run([sys.executable, "-c", TCP_PROBE, address, str(port)], capture_output=True, text=True)
+    return done.stdout.strip()
+
+
 def nft_table(host: LabHost) -> subprocess.CompletedProcess[str]:
     """The firewall's table as the host's nft lists it (fails when it is not loaded)."""
     return host.ssh("sudo nft list table inet raykit", check=False)

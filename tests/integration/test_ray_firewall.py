@@ -27,6 +27,7 @@ from tests.helpers import (
     read_inventory,
     recap,
     tcp_from,
+    tcp_from_here,
     write_inventory_variant,
 )
 
@@ -75,7 +76,7 @@ def test_a_host_outside_the_inventory_is_refused_and_let_in_once_listed(
         token = TOKEN_FILE.read_text().strip()
         jobs = f"http://{head.address}:{DEFAULTS['ray_dashboard_port']}/api/jobs/"
         assert (http_status(jobs, None), http_status(jobs, token)) == (401, 200)
-        assert tcp_from_controller(head.address, DEFAULTS["ray_gcs_port"]) == "refused"
+        assert tcp_from_here(head.address, DEFAULTS["ray_gcs_port"]) == "refused"
         # The cluster works behind it: every example, Serve's replicas across the nodes too.
         invoke("examples", "--inventory", str(three), timeout=1200)
     finally:
@@ -88,18 +89,6 @@ def test_a_host_outside_the_inventory_is_refused_and_let_in_once_listed(
     assert tcp_from(outsider, worker.address, DEFAULTS["ray_metrics_export_port"]) == "open"
     again = recap(invoke("deploy").stdout)
     assert set(hosts) <= set(again) and all(again[n]["changed"] == 0 for n in hosts), again
-
-
-def tcp_from_controller(address: str, port: int) -> str:
-    import socket
-
-    try:
-        socket.create_connection((address, port), timeout=3).close()
-        return "open"
-    except ConnectionRefusedError:
-        return "refused"
-    except OSError:
-        return "dropped"
 
 
 def test_doctor_names_a_node_whose_rules_differ_and_deploy_repairs_them_without_a_restart(deployed) -> None:
