@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Set
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -222,11 +223,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dashboard-url", required=True)
     parser.add_argument("--token-file", required=True, help="the cluster token (read, never shown)")
     parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument(
+        "--tunnel", metavar="SSH_ARGV_JSON", help="reach the dashboard through ssh (on the head's loopback)"
+    )
     parser.add_argument("nodes", nargs="+", metavar="IP=CPUS")
     args = parser.parse_args(argv)
-    state = {"dashboard_url": args.dashboard_url, "token_file": args.token_file}
+    from raykit.endpoint import tunnel  # it imports this module
+
     try:
-        joined, alive, error = poll_alive(state, lambda nodes: members(nodes) == sorted(args.nodes), args.timeout)
+        with (
+            tunnel(json.loads(args.tunnel), args.dashboard_url)
+            if args.tunnel
+            else nullcontext(args.dashboard_url) as url
+        ):
+            state = {"dashboard_url": url, "token_file": args.token_file}
+            joined, alive, error = poll_alive(state, lambda nodes: members(nodes) == sorted(args.nodes), args.timeout)
     except Exception as exc:
         joined, alive, error = False, [], f"the join check failed: {type(exc).__name__}: {exc}"
     missing = sorted((Counter(args.nodes) - Counter(members(alive))).elements())

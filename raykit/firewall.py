@@ -161,15 +161,21 @@ def ruleset(
     nodes: Iterable[str],
     controller: str,
     allow: Mapping[str, list[str]],
+    tunnel: bool = False,
 ) -> list[dict[str, Any]]:
     """The node's chains, in the order the input chain jumps to them: each with its ports and
     the sources it accepts, by IP version. A port listed in an earlier chain is decided there.
-    nodes: every inventory node's address; allow: ray_admin_cidrs, ray_serve_allow, ray_metrics_allow."""
+    nodes: every inventory node's address; allow: ray_admin_cidrs, ray_serve_allow, ray_metrics_allow;
+    tunnel: the controller reaches the dashboard through SSH (ray_dashboard_access)."""
     members = list(nodes)
     head = (lambda *names: [ports[n] for n in names]) if is_head else (lambda *names: [])
     chains = [
-        # The dashboard and Jobs API: what the controller's invoke tasks use.
-        ("dashboard", head("ray_dashboard_port"), [*members, controller, *allow["ray_admin_cidrs"]]),
+        # The dashboard and Jobs API: what the controller's invoke tasks use, unless they tunnel.
+        (
+            "dashboard",
+            head("ray_dashboard_port"),
+            members if tunnel else [*members, controller, *allow["ray_admin_cidrs"]],
+        ),
         # A driver's way in: ray.init("HEAD:GCS") and Ray Client.
         ("admin", head("ray_gcs_port", "ray_client_server_port"), [*members, *allow["ray_admin_cidrs"]]),
         (

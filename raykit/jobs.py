@@ -10,7 +10,7 @@ import asyncio
 import os
 import shlex
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
@@ -30,6 +30,14 @@ class JobsError(Exception):
 
 class JobTimeout(JobsError):
     """The job did not end before its deadline."""
+
+
+class JobInterrupted(JobsError):
+    """Ctrl-C while the job ran: it was stopped, or left running as asked."""
+
+
+def stop_without_asking(job_id: str) -> bool:
+    return True
 
 
 class _StatusSource(Protocol):
@@ -149,10 +157,12 @@ def run(
     out: TextIO,
     env: dict[str, str] | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    stop_on_interrupt: Callable[[str], bool] = stop_without_asking,
 ) -> JobResult:
     """Submit `script`, wait for it to end (streaming its logs to `out` if `follow`).
 
-    A job still running at the deadline is stopped, so nothing keeps running unattended.
+    A job still running at the deadline is stopped, so nothing keeps running unattended; so is
+    one interrupted (Ctrl-C), unless `stop_on_interrupt(job_id)` says to leave it running.
     """
     c = client(address, token)
     start = time.monotonic()
@@ -164,6 +174,12 @@ def run(
     except JobTimeout:
         c.stop_job(job_id)
         raise
+    except KeyboardInterrupt:
+        if not stop_on_interrupt(job_id):
+            raise JobInterrupted(f"job {job_id} keeps running on the cluster") from None
+        c.stop_job(job_id)
+        status = wait(c, job_id, 60)
+        raise JobInterrupted(f"job {job_id} interrupted: {status.value}") from None
     info = c.get_job_info(job_id)
     if info.start_time and info.end_time:
         duration_s = (info.end_time - info.start_time) / 1000

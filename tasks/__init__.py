@@ -9,11 +9,12 @@ import time
 
 from invoke import Collection, Context, task
 
-from tasks.bench import bench_cluster, bench_faults, bench_lab, bench_python, bench_tls
+from tasks.bench import bench_cluster, bench_faults, bench_lab, bench_python, bench_run, bench_tls
 from tasks.cluster import (
     dashboard,
     deploy,
     doctor,
+    env,
     lock,
     logs,
     provision,
@@ -59,6 +60,7 @@ bench.add_task(bench_cluster, name="cluster")
 bench.add_task(bench_faults, name="faults")
 bench.add_task(bench_python, name="python")
 bench.add_task(bench_tls, name="tls")
+bench.add_task(bench_run, name="run")
 ns = Collection(
     demo,
     lint,
@@ -74,6 +76,7 @@ ns = Collection(
     restart,
     logs,
     dashboard,
+    env,
     reset,
     run,
     examples,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import configparser
 import functools
+import json
 import os
+import resource
 import shlex
 import shutil
 import statistics
@@ -23,6 +25,7 @@ from tasks.cluster import deploy, provision, reset, stop
 from tasks.common import (
     INVENTORY_HELP,
     ROOT,
+    VENV_BIN,
     cluster_state,
     host_vars,
     lab_settings,
@@ -220,7 +223,7 @@ def bench_tls(c: Context, runs: int = 3) -> None:
             for _ in range(runs):
                 for kind, inventory in (("plain", None), ("tls", str(tls_inventory))):
                     deploy(c, inventory=inventory)
-                    for row in run_examples(c, cluster_state(c, inventory)):
+                    for row in run_examples(c, inventory):
                         if row["result"] != "passed":
                             raise Exit(f"error: {row['example']} failed with {kind}: {row['result']}", code=1)
                         times = seconds.setdefault(row["example"], {"plain": [], "tls": []})
@@ -234,3 +237,44 @@ def bench_tls(c: Context, runs: int = 3) -> None:
         for name, m in medians.items()
     ]  # fmt: skip
     print_table(rows)
+
+
+# The driver both commands submit: a few lines, one task.
+HELLO = "import ray\nray.init()\nprint(ray.get(ray.remote(lambda: 'hello').remote()))\n"
+
+
+@task(help={"runs": "runs of each command (default 5)", "inventory": INVENTORY_HELP})
+def bench_run(c: Context, runs: int = 5, inventory: str | None = None) -> None:
+    """Time `invoke run` against Ray's own `ray job submit` (after `invoke env`) on the same small
+    driver, interleaved, after a warm-up of each: wall time and the controller's CPU."""
+    invoke_bin, ray_bin = str(VENV_BIN / "invoke"), str(VENV_BIN / "ray")
+    env_args = ["env", "--shell", "json"] + (["--inventory", inventory] if inventory else [])
+    ray_env = {**os.environ, **json.loads(subprocess.run([invoke_bin, *env_args], cwd=ROOT, check=True,
+                                                         capture_output=True, text=True).stdout)}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "hello.py").write_text(HELLO)
+        commands = {
+            "invoke run": ([invoke_bin, "run", *(["--inventory", inventory] if inventory else []), f"{tmp}/hello.py"],
+                           ROOT, os.environ),
+            "ray job submit": ([ray_bin, "job", "submit", "--working-dir", ".", "--", "python", "hello.py"],
+                               Path(tmp), ray_env),
+        }  # fmt: skip
+        seen: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in commands}
+        for run in range(runs + 1):
+            for name, (argv, cwd, env) in commands.items():
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                start = time.monotonic()
+                done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+                wall = time.monotonic() - start
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                if done.returncode != 0 or "hello" not in done.stdout:
+                    raise Exit(f"error: {name} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}", code=1)
+                if run:  # the first round warms both up
+                    seen[name]["wall"].append(wall)
+                    seen[name]["cpu"].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    medians = {name: {k: statistics.median(v) for k, v in s.items()} for name, s in seen.items()}
+    rows = [{"command": name, "wall s (median)": f"{m['wall']:.1f}", "cpu s (median)": f"{m['cpu']:.1f}"}
+            for name, m in medians.items()]  # fmt: skip
+    print_table(rows)
+    ratio = medians["invoke run"]["wall"] / medians["ray job submit"]["wall"]
+    say(f"bench: invoke run / ray job submit, wall time: {ratio:.2f}x ({runs} runs each, interleaved)")

@@ -8,15 +8,19 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from invoke import Context, Exit, task
 
 from raykit import cluster
 from raykit import doctor as doctorkit
+from raykit import endpoint as endpointkit
 from raykit.ssh import ssh_argv
 from tasks.common import (
     INVENTORY_HELP,
+    cluster_endpoint,
     cluster_state,
+    dashboard_reached,
     host_vars,
     playbook,
     print_table,
@@ -82,16 +86,16 @@ def versions(c: Context, inventory: str | None = None, json_: bool = False) -> N
 def status(c: Context, inventory: str | None = None, json_: bool = False) -> None:
     """Show every node: alive in Ray, unit state, uptime, resources, versions; the ports each
     listens on; and the dashboard URL."""
-    state = cluster_state(c, inventory)
-    rows = cluster.status_rows(state, cluster.ray_nodes(state))
+    with dashboard_reached(cluster_state(c, inventory)) as state:
+        rows = cluster.status_rows(state, cluster.ray_nodes(state))
     ports = cluster.port_rows(state)
     if json_:
-        print(json.dumps({"dashboard": state["dashboard_url"], "nodes": rows, "ports": ports}, indent=2))
+        print(json.dumps({"dashboard": state["endpoint"]["dashboard_url"], "nodes": rows, "ports": ports}, indent=2))
     else:
         print_table(rows)
         print()
         print_table(ports)
-        print(f"dashboard: {state['dashboard_url']} (token: {state['token_file']})")
+        print(f"dashboard: {state['endpoint']['dashboard_url']} (token: {state['token_file']})")
     if any(row["in_ray"] != "alive" for row in rows):
         raise Exit("error: not every node is alive in Ray; see `invoke logs HOST`", code=1)
 
@@ -117,9 +121,9 @@ def doctor(c: Context, inventory: str | None = None, verbose: bool = False, deep
                 f"error: doctor could not read the cluster (ansible-playbook exit {ran.exited}); see above", code=1
             )
         state = json.loads(out.read_text())
-    findings = doctorkit.diagnose(
-        state, cluster.ray_nodes(state), doctorkit.token_digest(Path(state["token_file"])), cluster.auth_mode(state)
-    )
+    with dashboard_reached(state) as reached:
+        nodes, mode = cluster.ray_nodes(reached), cluster.auth_mode(reached)
+    findings = doctorkit.diagnose(state, nodes, doctorkit.token_digest(Path(state["token_file"])), mode)
     print(doctorkit.render(findings, len(state["inventory"])))
     if findings:
         raise Exit(code=1)
@@ -174,15 +178,46 @@ def logs(c: Context, host: str, lines: int = 50, follow: bool = False, inventory
 @task(help={"inventory": INVENTORY_HELP})
 def dashboard(c: Context, inventory: str | None = None) -> None:
     """How to reach the dashboard and the Jobs API: URL, token use, and an SSH tunnel."""
-    state = cluster_state(c, inventory)
-    url, token_file = state["dashboard_url"], state["token_file"]
-    ssh = ssh_argv(host_vars(c, state["head"], inventory), state["head"], [])
-    tunnel = [ssh[0], "-N", "-L", f"8265:{url.split('://', 1)[1]}", *ssh[1:]]
-    print(f"dashboard and Jobs API: {url}")
-    print(f"token: in {token_file} (mode 0600); the dashboard asks for it, API clients send it:")
-    print(f'  curl -H "Authorization: Bearer $(cat {token_file})" {url}/api/version')
-    print(f"from elsewhere, through SSH: {shlex.join(tunnel)}")
-    print("  then open http://localhost:8265")
+    ep = cluster_endpoint(inventory)
+    url = ep.dashboard_url
+    tunnel = shlex.join(
+        endpointkit.tunnel_argv(ssh_argv(host_vars(c, ep.head, inventory), ep.head), 8265, *_host_port(url))
+    )
+    if ep.access == "tunnel":
+        print(f"dashboard and Jobs API: on the head's loopback ({url}), through SSH only:")
+        print(f"  {tunnel}")
+        url = "http://localhost:8265"
+        print(f"  then open {url}")
+    else:
+        print(f"dashboard and Jobs API: {url}")
+    print(f"token: in {ep.token_file} (mode 0600); the dashboard asks for it, API clients send it:")
+    print(f'  curl -H "Authorization: Bearer $(cat {ep.token_file})" {url}/api/version')
+    if ep.access == "direct":
+        print(f"from elsewhere, through SSH: {tunnel}")
+        print("  then open http://localhost:8265")
+    print('Ray\'s own clients (ray job submit/list/logs): eval "$(invoke env)"')
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return str(parts.hostname), int(parts.port or 80)
+
+
+@task(
+    name="env",
+    help={"shell": "bash (default), fish, or json", "inventory": INVENTORY_HELP},
+)
+def env(c: Context, shell: str = "bash", inventory: str | None = None) -> None:
+    """Print what Ray's own clients need (RAY_ADDRESS, the token): eval "$(invoke env)"."""
+    if shell not in ("bash", "fish", "json"):
+        raise Exit(f"error: --shell must be bash, fish or json, got {shell!r}", code=2)
+    ep = cluster_endpoint(inventory)
+    if ep.access == "tunnel":
+        # On the head's loopback: Ray's clients reach it through a tunnel on the same port here.
+        host, port = _host_port(ep.dashboard_url)
+        tunnel = shlex.join(endpointkit.tunnel_argv(ep.ssh, port, host, port))
+        print(f"# the dashboard is on the head's loopback: keep this open meanwhile: {tunnel}", file=sys.stderr)
+    print(endpointkit.shell_env(ep, ep.dashboard_url, shell), end="" if shell != "json" else "\n")
 
 
 @task(name="rotate", help={"inventory": INVENTORY_HELP})

@@ -16,6 +16,7 @@ from typing import Any
 from invoke import Context, Exit, Result
 
 from raykit import cluster, jobs
+from raykit import endpoint as endpointkit
 from raykit import lab as labkit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +90,35 @@ def cluster_state(c: Context, inventory: str | None) -> dict:
         out = Path(tmp, "status.json")
         playbook(c, "status", inventory, "-e", f"raykit_report_file={out}", hide="out")
         return json.loads(out.read_text())
+
+
+@contextmanager
+def dashboard_reached(state: dict) -> Iterator[dict]:
+    """The cluster's state with a dashboard URL this controller can use: the head's own, or an
+    SSH tunnel's local end while the block runs (ray_dashboard_access: tunnel)."""
+    with user_errors(), endpointkit.reach(endpointkit.Endpoint(**state["endpoint"])) as url:
+        yield {**state, "dashboard_url": url}
+
+
+def inventory_head(inventory: str | None) -> str:
+    """The head's name, read from the inventory in this process: no playbook, no ssh."""
+    os.environ.setdefault("ANSIBLE_CONFIG", str(ROOT / "ansible.cfg"))
+    from ansible import constants
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+
+    found = InventoryManager(DataLoader(), sources=[inventory] if inventory else constants.DEFAULT_HOST_LIST)
+    group = found.groups.get("ray_head")
+    heads = group.get_hosts() if group else []
+    if not heads:
+        raise Exit(f"error: the inventory {inventory or constants.DEFAULT_HOST_LIST} has no host in ray_head", code=2)
+    return str(heads[0].name)
+
+
+def cluster_endpoint(inventory: str | None) -> endpointkit.Endpoint:
+    """How to reach the cluster, as the last deploy or status wrote it on this controller."""
+    with user_errors():
+        return endpointkit.load(inventory_head(inventory))
 
 
 def show(rows: list[dict[str, str]], as_json: bool) -> None:

@@ -5,28 +5,70 @@ from __future__ import annotations
 import re
 import shlex
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from invoke import Context, Exit, task
 
 from raykit import cluster, jobs
+from raykit.endpoint import Endpoint, reach
 from tasks.common import (
     INVENTORY_HELP,
     ROOT,
-    cluster_state,
+    cluster_endpoint,
     print_table,
     say,
-    user_errors,
 )
 
 EXAMPLES = ROOT / "examples"
+# The dashboard is reached from the endpoint file, not a probe: this says where to look when it fails.
+HINT = "; `invoke status` and `invoke doctor` check the cluster"
+
+
+@contextmanager
+def reached(inventory: str | None) -> Iterator[tuple[Endpoint, dict[str, str]]]:
+    """The cluster's endpoint, and a state raykit.cluster's readers take, while the block runs:
+    no playbook, no ssh (but the tunnel's, with ray_dashboard_access: tunnel)."""
+    ep = cluster_endpoint(inventory)
+    try:
+        with reach(ep) as url:
+            yield ep, {"dashboard_url": url, "token_file": ep.token_file}
+    except (cluster.ClusterError, jobs.JobTimeout) as exc:
+        raise Exit(f"error: {exc}{HINT}", code=2) from None
+    except jobs.JobInterrupted as exc:
+        raise Exit(f"error: {exc}", code=130) from None
+    except jobs.JobsError as exc:
+        raise Exit(f"error: {exc}{HINT}", code=2) from None
 
 
 def run_job(
-    c: Context, state: dict, script: Path, args: list[str], follow: bool, env: dict | None = None
+    state: dict[str, str],
+    script: Path,
+    args: list[str],
+    follow: bool,
+    env: dict | None = None,
+    stop_on_interrupt: Callable[[str], bool] = jobs.stop_without_asking,
 ) -> jobs.JobResult:
     token = cluster.read_token(state)
-    return jobs.run(state["dashboard_url"], token, script, args, follow=follow, out=sys.stdout, env=env)
+    return jobs.run(
+        state["dashboard_url"], token, script, args, follow=follow, out=sys.stdout, env=env,
+        stop_on_interrupt=stop_on_interrupt,
+    )  # fmt: skip
+
+
+def ask_to_stop(job_id: str) -> bool:
+    """Ctrl-C during `invoke run`: stop the job unless the user says no (no answer stops it)."""
+    try:
+        answer = input(f"\nstop job {job_id} on the cluster? [Y/n] ")
+    except (EOFError, KeyboardInterrupt):
+        return True
+    stop = not answer.strip().lower().startswith("n")
+    if not stop:
+        say(
+            f'job {job_id} keeps running; after `eval "$(invoke env)"`: ray job logs -f {job_id}, ray job stop {job_id}'
+        )
+    return stop
 
 
 @task(
@@ -37,13 +79,13 @@ def run_job(
     }
 )
 def run(c: Context, path: str, follow: bool = True, inventory: str | None = None) -> None:
-    """Run a driver on the cluster through the Jobs API (args after --); exits with the job's outcome."""
+    """Run a driver on the cluster through the Jobs API (args after --); exits with the job's
+    outcome; Ctrl-C asks, then stops the job."""
     script = Path(path).resolve()
     if not script.is_file():
         raise Exit(f"error: no file {path}", code=2)
-    state = cluster_state(c, inventory)
-    with user_errors():
-        result = run_job(c, state, script, shlex.split(c.remainder), follow)
+    with reached(inventory) as (_, state):
+        result = run_job(state, script, shlex.split(c.remainder), follow, stop_on_interrupt=ask_to_stop)
     if not follow:
         print(result.logs, end="")
     say(f"job {result.job_id}: {result.status.value} in {result.duration_s:.1f} s {result.message}".rstrip())
@@ -51,39 +93,39 @@ def run(c: Context, path: str, follow: bool = True, inventory: str | None = None
         raise Exit(f"error: {path} failed: {result.message or result.status.value}", code=1)
 
 
-def serve_env(c: Context, state: dict) -> dict[str, str]:
-    replicas = min(len(state["hosts"]), int(c.config.serve.max_replicas))
-    return {"RAYKIT_SERVE_PORT": str(state["serve_port"]), "RAYKIT_SERVE_REPLICAS": str(replicas)}
+def serve_env(c: Context, ep: Endpoint) -> dict[str, str]:
+    replicas = min(ep.nodes, int(c.config.serve.max_replicas))
+    return {"RAYKIT_SERVE_PORT": str(ep.serve_port), "RAYKIT_SERVE_REPLICAS": str(replicas)}
 
 
-def run_examples(c: Context, state: dict) -> list[dict[str, str]]:
+def run_examples(c: Context, inventory: str | None) -> list[dict[str, str]]:
     """Every example in examples/ on the cluster, one job each: a row per example."""
     rows = []
-    for script in sorted(EXAMPLES.glob("*.py")):
-        if script.name == "serve_check.py":  # a helper of serve_app.py, run from outside
-            continue
-        say(f"example {script.name} ...")
-        env = serve_env(c, state) if script.name == "serve_app.py" else None
-        with user_errors():
-            result = run_job(c, state, script, [], follow=False, env=env)
-        if not result.ok:
-            print(result.logs, end="")
-        used = re.search(r"^hosts used: (\d+)", result.logs, re.MULTILINE)
-        rows.append(
-            {
-                "example": script.name,
-                "result": "passed" if result.ok else f"FAILED ({result.message or result.status.value})",
-                "duration": f"{result.duration_s:.1f} s",
-                "hosts_used": used.group(1) if used else "-",
-            }
-        )
+    with reached(inventory) as (ep, state):
+        for script in sorted(EXAMPLES.glob("*.py")):
+            if script.name == "serve_check.py":  # a helper of serve_app.py, run from outside
+                continue
+            say(f"example {script.name} ...")
+            env = serve_env(c, ep) if script.name == "serve_app.py" else None
+            result = run_job(state, script, [], follow=False, env=env)
+            if not result.ok:
+                print(result.logs, end="")
+            used = re.search(r"^hosts used: (\d+)", result.logs, re.MULTILINE)
+            rows.append(
+                {
+                    "example": script.name,
+                    "result": "passed" if result.ok else f"FAILED ({result.message or result.status.value})",
+                    "duration": f"{result.duration_s:.1f} s",
+                    "hosts_used": used.group(1) if used else "-",
+                }
+            )
     return rows
 
 
 @task(help={"inventory": INVENTORY_HELP})
 def examples(c: Context, inventory: str | None = None) -> None:
     """Run every example in examples/ on the cluster and print a summary table."""
-    rows = run_examples(c, cluster_state(c, inventory))
+    rows = run_examples(c, inventory)
     print_table(rows)
     failed = [r["example"] for r in rows if r["result"] != "passed"]
     if failed:
@@ -93,19 +135,17 @@ def examples(c: Context, inventory: str | None = None) -> None:
 @task(name="deploy", help={"inventory": INVENTORY_HELP})
 def serve_deploy(c: Context, inventory: str | None = None) -> None:
     """Deploy the Serve example (examples/serve_app.py) on ray_serve_port; it stays up."""
-    state = cluster_state(c, inventory)
-    with user_errors():
-        result = run_job(c, state, EXAMPLES / "serve_app.py", [], follow=True, env=serve_env(c, state))
+    with reached(inventory) as (ep, state):
+        result = run_job(state, EXAMPLES / "serve_app.py", [], follow=True, env=serve_env(c, ep))
     if not result.ok:
         raise Exit(f"error: the Serve app failed to deploy: {result.message}", code=1)
-    say(f"serving on http://{state['hosts'][state['head']]['ip']}:{state['serve_port']}/")
+    say(f"serving on http://{ep.head_ip}:{ep.serve_port}/")
 
 
 @task(name="status", help={"inventory": INVENTORY_HELP})
 def serve_status(c: Context, inventory: str | None = None) -> None:
     """Show the Serve applications and their deployments (dashboard REST API)."""
-    state = cluster_state(c, inventory)
-    with user_errors():
+    with reached(inventory) as (_, state):
         apps = cluster.ray_api(state, "/api/serve/applications/").get("applications", {})
     rows = [
         {"application": name, "status": app["status"], "route": str(app.get("route_prefix")),
@@ -118,7 +158,6 @@ def serve_status(c: Context, inventory: str | None = None) -> None:
 @task(name="shutdown", help={"inventory": INVENTORY_HELP})
 def serve_shutdown(c: Context, inventory: str | None = None) -> None:
     """Remove every Serve application (and Serve's proxies) from the cluster."""
-    state = cluster_state(c, inventory)
-    with user_errors():
+    with reached(inventory) as (_, state):
         cluster.ray_api(state, "/api/serve/applications/", method="DELETE")
     say("Serve shut down")

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 import tempfile
@@ -15,7 +16,8 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -55,8 +57,8 @@ SSH_OPTIONS = (
 
 
 def close_ssh_masters() -> None:
-    for socket in SSH_MASTERS.iterdir():
-        subprocess.run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "lab"], capture_output=True, check=False)
+    for master in SSH_MASTERS.iterdir():
+        subprocess.run(["ssh", "-o", f"ControlPath={master}", "-O", "exit", "lab"], capture_output=True, check=False)
 
 
 def timed_run(kind: str, cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
@@ -321,6 +323,27 @@ try:
 except urllib.error.HTTPError as exc:
     print(exc.code)
 """
+
+
+@contextmanager
+def dashboard_tunnel(head: LabHost, port: int = 8265) -> Iterator[dict[str, str]]:
+    """The tests' own SSH tunnel to the head's loopback dashboard (no master: a forward made
+    through one outlives this block): yields where raykit.cluster's readers find Ray."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        local = probe.getsockname()[1]
+    forward = ["-N", "-o", "ExitOnForwardFailure=yes", "-L", f"127.0.0.1:{local}:127.0.0.1:{port}"]
+    ssh = ssh_argv(head.hostvars, head.name, options=(*BATCH, *forward))
+    proc = subprocess.Popen(ssh, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while tcp_from_here("127.0.0.1", local) != "open":
+            assert proc.poll() is None and time.monotonic() < deadline, f"no tunnel to {head.name}:{port}"
+            time.sleep(0.1)
+        yield {"dashboard_url": f"http://127.0.0.1:{local}", "token_file": str(TOKEN_FILE)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def http_status_from(host: LabHost, url: str) -> int:

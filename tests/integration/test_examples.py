@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
 import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from ray.job_submission import JobStatus, JobSubmissionClient
 
-from tests.helpers import HEAD, LabHost, invoke
+from raykit.jobs import auth_headers
+from tests.helpers import HEAD, ROOT, TOKEN_FILE, LabHost, invoke, write_inventory_variant
 
 pytestmark = pytest.mark.lab
 
@@ -84,3 +93,67 @@ def test_serve_answers_every_response_kind_over_http(deployed: dict[str, LabHost
         invoke("serve.shutdown")
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         get(base + "/api/info")
+
+
+def test_run_reaches_the_cluster_without_ssh(deployed, tmp_path: Path) -> None:
+    # A copy of the inventory with a user and a key the hosts do not know (and so no ssh master
+    # of Ansible's to reuse): every playbook fails on it.
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True)
+    stranger = write_inventory_variant(
+        tmp_path,
+        lambda inv: inv["vars"].update(
+            ansible_user="stranger", ansible_ssh_private_key_file=str(tmp_path / "stranger")
+        ),
+    )
+    assert invoke("status", "--inventory", str(stranger), check=False).returncode != 0
+    script = tmp_path / "job" / "hello.py"
+    script.parent.mkdir()
+    script.write_text("import ray\nray.init()\nprint('nodes:', len(ray.nodes()))\n")
+    result = invoke("run", "--inventory", str(stranger), str(script), timeout=600)
+    assert f"nodes: {len(deployed)}" in result.stdout, result.stdout[-2000:]
+
+
+def test_rays_own_job_cli_works_after_invoke_env(deployed, tmp_path: Path) -> None:
+    (tmp_path / "hello.py").write_text("print('hello from', __file__.rsplit('/', 1)[-1])\n")
+    bin_dir = Path(sys.executable).parent
+    # As the README shows it: invoke from the repository, Ray's CLI from the job's folder.
+    script = (
+        f'settings="$({bin_dir}/invoke env)" && eval "$settings" && cd {tmp_path}'
+        f" && {bin_dir}/ray job submit --working-dir . -- python hello.py && {bin_dir}/ray job list"
+    )
+    done = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "hello from hello.py" in done.stdout
+    assert re.search(r"Job 'raysubmit_\w+' succeeded", done.stdout + done.stderr), done.stdout[-2000:]
+    assert "entrypoint='python hello.py'" in done.stdout
+
+
+def test_ctrl_c_asks_and_stops_the_job_on_the_cluster(deployed, tmp_path: Path) -> None:
+    script = tmp_path / "sleeper.py"
+    script.write_text("import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n")
+    run = subprocess.Popen(
+        [str(Path(sys.executable).parent / "invoke"), "run", str(script)],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        for line in run.stdout or []:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + 180
+    while not any(line.startswith("sleeping") for line in seen):
+        assert time.monotonic() < deadline and run.poll() is None, "".join(seen)
+        with contextlib.suppress(queue.Empty):
+            seen.append(lines.get(timeout=1))
+    job_id = next(m.group(1) for line in seen if (m := re.match(r"job (raysubmit_\w+) submitted", line)))
+    run.send_signal(signal.SIGINT)
+    assert run.stdin is not None
+    run.stdin.write("y\n")
+    run.stdin.close()
+    assert run.wait(timeout=120) == 130, "".join(seen) + "".join(lines.queue)
+    # Ray's own Jobs API, not the kit, says the job is over.
+    client = JobSubmissionClient(f"http://{deployed[HEAD].address}:8265", headers=auth_headers(TOKEN_FILE.read_text()))
+    assert client.get_job_status(job_id) == JobStatus.STOPPED

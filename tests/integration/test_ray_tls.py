@@ -1,5 +1,6 @@
-"""ray_tls on the lab (README, "Encryption"): Ray's gRPC only over mutual TLS with the cluster's
-CA, judged by TLS handshakes from a node's own Python and by Ray's State API."""
+"""ray_tls and ray_dashboard_access: tunnel on the lab (README, "Encryption"): Ray's gRPC only
+over mutual TLS with the cluster's CA, the dashboard on the head's loopback behind SSH; judged by
+TLS handshakes from a node's own Python, TCP from the controller, and Ray's State API."""
 
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ from tests.helpers import (
     LabHost,
     all_ips,
     assert_refused,
+    dashboard_tunnel,
+    http_status_from,
     invoke,
     main_pids,
     ray_state,
+    tcp_from_here,
     write_inventory_variant,
 )
 
@@ -55,15 +59,22 @@ def grpc_from(host: LabHost, address: str, port: int, how: str) -> str:
     return host.ssh(command).stdout.strip().splitlines()[-1]
 
 
-def test_tls_keeps_ray_to_the_clusters_certificates_and_a_new_certificate_restarts_only_its_node(
+def test_tls_and_a_tunnel_leave_nothing_in_clear_and_a_new_certificate_restarts_only_its_node(
     deployed, tmp_path: Path
 ) -> None:
-    tls = write_inventory_variant(tmp_path, lambda inv: inv["vars"].update(ray_tls=True))
+    # Nothing in clear: Ray's gRPC over TLS, and the dashboard's HTTP inside SSH.
+    tls = write_inventory_variant(tmp_path, lambda inv: inv["vars"].update(ray_tls=True, ray_dashboard_access="tunnel"))
     head, worker = deployed[HEAD], deployed[sorted(deployed)[1]]
-    gcs = DEFAULTS["ray_gcs_port"]
+    gcs, dashboard = DEFAULTS["ray_gcs_port"], DEFAULTS["ray_dashboard_port"]
     try:
+        # Deploy's join check went through the tunnel too.
         invoke("deploy", "--inventory", str(tls), timeout=900)
-        raycluster.wait_for_cluster(ray_state(deployed), all_ips(deployed), timeout=120)
+        with dashboard_tunnel(head) as through_ssh:
+            raycluster.wait_for_cluster(through_ssh, all_ips(deployed), timeout=120)
+        # The dashboard answers on the head's loopback alone, and still asks for the token.
+        assert tcp_from_here(head.address, dashboard) != "open"
+        assert http_status_from(head, f"http://127.0.0.1:{dashboard}/api/jobs/") == 401
+        assert "alive" in invoke("status", "--inventory", str(tls)).stdout
         # The GCS speaks gRPC only to a client holding a certificate of the cluster's CA.
         seen = {how: grpc_from(worker, head.address, gcs, how) for how in ("cert", "none", "plain")}
         assert seen["cert"] == "talks" and seen["none"] != "talks" and seen["plain"] != "talks", seen
@@ -87,9 +98,11 @@ def test_tls_keeps_ray_to_the_clusters_certificates_and_a_new_certificate_restar
         invoke("deploy", "--inventory", str(tls), timeout=900)
         after = main_pids(deployed)
         assert [name for name in deployed if after[name] != before[name]] == [last]
-        raycluster.wait_for_cluster(ray_state(deployed), all_ips(deployed), timeout=120)
+        with dashboard_tunnel(head) as through_ssh:
+            raycluster.wait_for_cluster(through_ssh, all_ips(deployed), timeout=120)
     finally:
         invoke("deploy", timeout=900)
+    raycluster.wait_for_cluster(ray_state(deployed), all_ips(deployed), timeout=120)
     # Off again: the nodes run in clear, and their certificates are gone.
     assert grpc_from(worker, head.address, gcs, "plain") == "talks"
     assert worker.ssh("sudo test -e /etc/ray/tls-node.key", check=False).returncode == 1

@@ -32,6 +32,13 @@ def test_the_head_opens_its_dashboard_to_the_controller_and_its_gcs_to_admins_on
     assert head["metrics"]["ports"] == ["8080", "44217", "44227"]
 
 
+def test_behind_a_tunnel_the_dashboard_stays_closed_to_the_controller_and_admins() -> None:
+    rules = firewall.ruleset(True, PORTS, [10002, 19999], [32768, 60999], NODES, "10.77.0.1", ALLOW, tunnel=True)
+    dashboard = next(chain for chain in rules if chain["name"] == "dashboard")
+    assert dashboard["ports"] == ["8265"]
+    assert dashboard["sources"] == {"ip": ["10.77.0.11", "10.77.0.12/31"], "ip6": []}
+
+
 def test_a_worker_names_only_its_own_ports_and_merges_the_ranges() -> None:
     worker = chains(False)
     assert list(worker) == ["metrics", "serve", "nodes"]

@@ -302,6 +302,14 @@ def ray_settings_errors(s: Mapping[str, Any]) -> list[str]:
             else f"is not set and the host has {len(ipv4s)} addresses"
         )
         errors.append(f"ray_node_ip {what}; the host has: {', '.join(ipv4s)}")
+    access = s["ray_dashboard_access"]
+    if access not in ("direct", "tunnel"):
+        errors.append(f"ray_dashboard_access must be direct or tunnel, got {json.dumps(access)}")
+    elif s["is_head"] and access == "tunnel" and s["ray_dashboard_host"] not in ("", "127.0.0.1"):
+        errors.append(
+            f"ray_dashboard_host {s['ray_dashboard_host']} contradicts ray_dashboard_access: tunnel, which keeps "
+            "the dashboard on the head's loopback; leave it empty"
+        )
     if s["ray_install_source"] == "index" and not s["ray_index_url"]:
         errors.append("ray_install_source is index but ray_index_url is empty")
     redis_password = os.path.expanduser(s["ray_redis_password_file"])
