@@ -140,8 +140,8 @@ def follow(client: JobSubmissionClient, job_id: str, out: TextIO, timeout_s: flo
         asyncio.run(asyncio.wait_for(tail(), timeout_s))
     except TimeoutError:
         raise JobTimeout(f"job {job_id} still running after {timeout_s:.0f} s") from None
-    # The log stream closes when the job ends; the status may lag it by a moment.
-    return wait(client, job_id, max(timeout_s - (time.monotonic() - start), 10.0))
+    # The log stream closes when the job ends; the status may lag it by a moment: poll it closely.
+    return wait(client, job_id, max(timeout_s - (time.monotonic() - start), 10.0), poll_s=0.05)
 
 
 # run() takes a `follow` flag, which hides the function of that name inside it.
@@ -187,4 +187,5 @@ def run(
         duration_s = time.monotonic() - start
     # Ray appends ", last available logs ...:" and the log tail, which `logs` already has.
     message = (info.message or "").partition("\n")[0].partition(", last available logs")[0]
-    return JobResult(job_id, status, duration_s, c.get_job_logs(job_id), message)
+    # Followed, the logs were streamed already.
+    return JobResult(job_id, status, duration_s, "" if follow else c.get_job_logs(job_id), message)

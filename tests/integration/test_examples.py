@@ -108,7 +108,7 @@ def test_run_reaches_the_cluster_without_ssh(deployed, tmp_path: Path) -> None:
     assert invoke("status", "--inventory", str(stranger), check=False).returncode != 0
     script = tmp_path / "job" / "hello.py"
     script.parent.mkdir()
-    script.write_text("import ray\nray.init()\nprint('nodes:', len(ray.nodes()))\n")
+    script.write_text("import ray\nray.init()\nprint('nodes:', sum(n['Alive'] for n in ray.nodes()))\n")
     result = invoke("run", "--inventory", str(stranger), str(script), timeout=600)
     assert f"nodes: {len(deployed)}" in result.stdout, result.stdout[-2000:]
 
@@ -157,3 +157,25 @@ def test_ctrl_c_asks_and_stops_the_job_on_the_cluster(deployed, tmp_path: Path) 
     # Ray's own Jobs API, not the kit, says the job is over.
     client = JobSubmissionClient(f"http://{deployed[HEAD].address}:8265", headers=auth_headers(TOKEN_FILE.read_text()))
     assert client.get_job_status(job_id) == JobStatus.STOPPED
+
+
+def test_run_says_in_one_line_when_the_dashboard_refuses_the_token_or_does_not_answer(deployed, tmp_path: Path) -> None:
+    endpoint = TOKEN_FILE.with_name(f"{HEAD}.endpoint.json")
+    kept = endpoint.read_text()
+    (tmp_path / "wrong.token").write_text("0" * 64)
+    script = tmp_path / "job" / "never.py"
+    script.parent.mkdir()
+    script.write_text("raise SystemExit('must not run')\n")
+    try:
+        for change, said in (
+            ({"token_file": str(tmp_path / "wrong.token")}, "is it the cluster's token?"),
+            ({"dashboard_url": f"http://{deployed[HEAD].address}:1"}, "Failed to connect"),
+        ):
+            endpoint.write_text(json.dumps({**json.loads(kept), **change}))
+            result = invoke("run", str(script), check=False)
+            assert result.returncode == 2, result.stdout + result.stderr
+            error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+            assert len(error) == 1 and said in error[0], result.stderr
+            assert "`invoke status` and `invoke doctor`" in error[0], error
+    finally:
+        endpoint.write_text(kept)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shlex
 from pathlib import Path
 
@@ -84,3 +85,45 @@ def test_wait_gives_up_at_the_deadline() -> None:
 def test_job_result_ok_only_when_succeeded() -> None:
     assert jobs.JobResult("j", JobStatus.SUCCEEDED, 1.0, "").ok
     assert not jobs.JobResult("j", JobStatus.FAILED, 1.0, "").ok
+
+
+class InterruptedClient(FakeClient):
+    """A job that runs until Ctrl-C (the first status poll is interrupted), then stops when asked."""
+
+    def __init__(self) -> None:
+        super().__init__(["RUNNING"])
+        self.stopped: list[str] = []
+
+    def submit_job(self, **kwargs: object) -> str:
+        return "raysubmit_x"
+
+    def get_job_status(self, job_id: str) -> JobStatus:
+        if self.calls == 0:
+            self.calls += 1
+            raise KeyboardInterrupt
+        return JobStatus.STOPPED if self.stopped else JobStatus.RUNNING
+
+    def stop_job(self, job_id: str) -> bool:
+        self.stopped.append(job_id)
+        return True
+
+
+@pytest.mark.parametrize("stop", [True, False])
+def test_ctrl_c_stops_the_job_unless_told_to_leave_it_running(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stop: bool
+) -> None:
+    fake = InterruptedClient()
+    monkeypatch.setattr(jobs, "client", lambda address, token: fake)
+    script = tmp_path / "x.py"
+    script.write_text("")
+    asked: list[str] = []
+
+    def answer(job_id: str) -> bool:
+        asked.append(job_id)
+        return stop
+
+    message = "interrupted: STOPPED" if stop else "keeps running on the cluster"
+    with pytest.raises(jobs.JobInterrupted, match=message):
+        jobs.run("http://h:8265", "t", script, [], follow=False, out=io.StringIO(), stop_on_interrupt=answer)
+    assert asked == ["raysubmit_x"]
+    assert fake.stopped == (["raysubmit_x"] if stop else [])
