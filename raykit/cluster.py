@@ -152,7 +152,7 @@ def status_rows(state: dict[str, Any], nodes: list[dict[str, Any]]) -> list[dict
                 "host": host,
                 "role": info["role"],
                 "ip": info["ip"],
-                "in_ray": "alive" if node else "MISSING",
+                "in_ray": "alive" if node else ("drained" if service.get("drained") else "MISSING"),
                 "unit": f"{service['active']}/{service['enabled']}",
                 "uptime": _duration(service["uptime_s"]) if service["active"] == "active" else "-",
                 "cpus": _num(res.get("CPU")),
@@ -214,34 +214,79 @@ def _duration(seconds: int) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def by_inventory(alive: list[dict[str, Any]], expected: list[str]) -> tuple[list[str], list[str]]:
+    """Alive nodes (as IP=CPUS) on the addresses of the expected "IP=CPUS", and the others: hosts
+    left running after they left the inventory, which the join check neither waits for nor counts."""
+    ips = {member.split("=", 1)[0] for member in expected}
+    return members([n for n in alive if n["node_ip"] in ips]), members([n for n in alive if n["node_ip"] not in ips])
+
+
+JOBS_PATH = "/api/jobs/"
+
+
+def running_jobs(jobs: list[dict[str, Any]]) -> list[str]:
+    """The Jobs API's jobs that have not ended, as "ID (ENTRYPOINT)": the submission id, or the driver's job id."""
+    return [
+        f"{job.get('submission_id') or job.get('job_id')} ({job.get('entrypoint', '')})"
+        for job in jobs
+        if job.get("status") in ("PENDING", "RUNNING")
+    ]
+
+
+def wait_for_jobs(state: dict[str, Any], timeout: float) -> list[str]:
+    """Poll until no job runs, up to timeout (0: ask once); the jobs still running then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        running = running_jobs(ray_api(state, JOBS_PATH, timeout=10))
+        if not running or time.monotonic() >= deadline:
+            return running
+        time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m raykit.cluster wait ...`: deploy's join check (roles/ray_node/tasks/join.yml). It
-    prints what it saw last as JSON and exits 0 either way: the caller decides (an Ansible
-    pipe lookup keeps no output of a failed command)."""
-    parser = argparse.ArgumentParser(description="Wait until exactly these nodes are alive in Ray.")
-    parser.add_argument("command", choices=["wait"])
+    """deploy's calls to Ray, from the controller (roles/ray_node/tasks/join.yml, jobs.yml):
+    `wait IP=CPUS...` until exactly these nodes are alive, and `jobs` that have not ended. Each
+    prints what it saw last as JSON and exits 0 either way: the caller decides (an Ansible pipe
+    lookup keeps no output of a failed command)."""
+    parser = argparse.ArgumentParser(description="Ask Ray which nodes are alive, or which jobs run.")
+    parser.add_argument("command", choices=["wait", "jobs"])
     parser.add_argument("--dashboard-url", required=True)
     parser.add_argument("--token-file", required=True, help="the cluster token (read, never shown)")
-    parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--timeout", type=float, default=120, help="wait: for the nodes; jobs: for them to end")
     parser.add_argument(
         "--tunnel", metavar="SSH_ARGV_JSON", help="reach the dashboard through ssh (on the head's loopback)"
     )
-    parser.add_argument("nodes", nargs="+", metavar="IP=CPUS")
-    args = parser.parse_args(argv)
+    parser.add_argument("nodes", nargs="*", metavar="IP=CPUS")
+    args = parser.parse_intermixed_args(argv)  # nodes after the options: "*" would match none first
     from raykit.endpoint import tunnel  # it imports this module
 
+    reach = tunnel(json.loads(args.tunnel), args.dashboard_url) if args.tunnel else nullcontext(args.dashboard_url)
+    if args.command == "jobs":
+        try:
+            with reach as url:
+                running = wait_for_jobs({"dashboard_url": url, "token_file": args.token_file}, args.timeout)
+            print(json.dumps({"running": running, "error": ""}))
+        except Exception as exc:
+            print(json.dumps({"running": [], "error": f"{type(exc).__name__}: {exc}"}))
+        return 0
+    expected = sorted(args.nodes)
+
     try:
-        with (
-            tunnel(json.loads(args.tunnel), args.dashboard_url)
-            if args.tunnel
-            else nullcontext(args.dashboard_url) as url
-        ):
+        with reach as url:
             state = {"dashboard_url": url, "token_file": args.token_file}
-            joined, alive, error = poll_alive(state, lambda nodes: members(nodes) == sorted(args.nodes), args.timeout)
+            joined, alive, error = poll_alive(
+                state, lambda nodes: by_inventory(nodes, expected)[0] == expected, args.timeout
+            )
     except Exception as exc:
         joined, alive, error = False, [], f"the join check failed: {type(exc).__name__}: {exc}"
-    missing = sorted((Counter(args.nodes) - Counter(members(alive))).elements())
-    print(json.dumps({"joined": joined, "alive": members(alive), "missing": missing, "error": error}))
+    missing = sorted((Counter(expected) - Counter(members(alive))).elements())
+    report = {
+        "joined": joined,
+        "alive": members(alive),
+        "missing": missing,
+        "strangers": by_inventory(alive, expected)[1],
+    }
+    print(json.dumps({**report, "error": error}))
     return 0
 
 

@@ -139,6 +139,8 @@ def _host_findings(
                 checks.get("journal", ""),
             )
         )
+    elif service.get("drained"):
+        pass  # taken out on purpose (`invoke drain`): status and deploy name it
     elif service["active"] != "active":
         found.append(Finding(host, f"Ray is {service['active']}", f"`invoke start --hosts {host}`"))
     elif info["ip"] not in alive and alive:

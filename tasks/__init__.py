@@ -14,6 +14,7 @@ from tasks.cluster import (
     dashboard,
     deploy,
     doctor,
+    drain,
     env,
     lock,
     logs,
@@ -24,6 +25,7 @@ from tasks.cluster import (
     status,
     stop,
     token_rotate,
+    undrain,
     versions,
 )
 from tasks.common import print_table, say
@@ -77,6 +79,8 @@ ns = Collection(
     logs,
     dashboard,
     env,
+    drain,
+    undrain,
     reset,
     run,
     examples,

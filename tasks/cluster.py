@@ -50,11 +50,21 @@ def provision(c: Context, inventory: str | None = None, check: bool = False, dee
         playbook(c, "provision", inventory, *args)
 
 
-@task(help={"inventory": INVENTORY_HELP, "check": "only report what would change and which nodes would restart"})
-def deploy(c: Context, inventory: str | None = None, check: bool = False) -> None:
-    """Start the head, then the workers, under systemd; wait until every node is alive in Ray."""
+@task(
+    help={
+        "inventory": INVENTORY_HELP,
+        "check": "only report what would change and which nodes would restart",
+        "force": "restart the head even while jobs run (they end)",
+        "wait": "seconds to wait for running jobs to end before restarting the head",
+    }
+)
+def deploy(c: Context, inventory: str | None = None, check: bool = False, force: bool = False, wait: int = 0) -> None:
+    """Start the head, then the workers, under systemd; wait until every node is alive in Ray.
+    A head restart is refused while jobs run, unless --force or --wait lets them end."""
+    args = (["--check"] if check else []) + (["-e", "raykit_deploy_force=true"] if force else [])
+    args += ["-e", f"raykit_deploy_wait={int(wait)}"] if wait else []
     with step("deploy"):
-        playbook(c, "deploy", inventory, *(["--check"] if check else []))
+        playbook(c, "deploy", inventory, *args)
 
 
 @task(help={"inventory": INVENTORY_HELP, "json": "print JSON instead of a table"})
@@ -96,7 +106,7 @@ def status(c: Context, inventory: str | None = None, json_: bool = False) -> Non
         print()
         print_table(ports)
         print(f"dashboard: {state['endpoint']['dashboard_url']} (token: {state['token_file']})")
-    if any(row["in_ray"] != "alive" for row in rows):
+    if any(row["in_ray"] == "MISSING" for row in rows):
         raise Exit("error: not every node is alive in Ray; see `invoke logs HOST`", code=1)
 
 
@@ -218,6 +228,28 @@ def env(c: Context, shell: str = "bash", inventory: str | None = None) -> None:
         tunnel = shlex.join(endpointkit.tunnel_argv(ep.ssh, port, host, port))
         print(f"# the dashboard is on the head's loopback: keep this open meanwhile: {tunnel}", file=sys.stderr)
     print(endpointkit.shell_env(ep, ep.dashboard_url, shell), end="" if shell != "json" else "\n")
+
+
+@task(help={"host": "a worker of the inventory", "inventory": INVENTORY_HELP})
+def drain(c: Context, host: str, inventory: str | None = None) -> None:
+    """Take a worker out: Ray drains its node (its work moves to the others), its unit is
+    stopped and disabled, and deploy, start and restart leave it so; it stays provisioned."""
+    with step("drain"):
+        playbook(c, "drain", inventory, "-e", _drain_vars(host, True))
+
+
+@task(help={"host": "a drained worker", "inventory": INVENTORY_HELP})
+def undrain(c: Context, host: str, inventory: str | None = None) -> None:
+    """Bring a drained worker back: deploy starts its node again."""
+    with step("undrain"):
+        playbook(c, "drain", inventory, "-e", _drain_vars(host, False))
+        playbook(c, "deploy", inventory)
+
+
+def _drain_vars(host: str, drain: bool) -> str:
+    return json.dumps(
+        {"raykit_drain_host": host, "raykit_drain": drain, "ray_service_state": "stopped", "ray_service_hosts": [host]}
+    )
 
 
 @task(name="rotate", help={"inventory": INVENTORY_HELP})

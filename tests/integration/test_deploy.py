@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ray.job_submission import JobStatus, JobSubmissionClient
 
+from raykit.jobs import auth_headers
 from tests.helpers import (
     HEAD,
     ROOT,
@@ -388,3 +390,71 @@ def test_a_rebooted_worker_rejoins_with_no_command_run(deployed) -> None:
 def test_logs_show_the_nodes_journal(deployed) -> None:
     out = invoke("logs", sorted(deployed)[1], "--lines", "200").stdout
     assert "ray start" in out or "Ray runtime started" in out
+
+
+def test_deploy_refuses_to_restart_the_head_while_a_job_runs_and_waits_for_it_when_asked(
+    deployed, tmp_path: Path
+) -> None:
+    head = deployed[HEAD]
+    client = JobSubmissionClient(f"http://{head.address}:8265", headers=auth_headers(TOKEN_FILE.read_text()))
+    (tmp_path / "job").mkdir()
+    # The job stamps its end in Ray's temp dir (the unit's private /tmp is not the host's).
+    done = "/var/lib/ray/tmp/raykit-test-nap"
+    (tmp_path / "job" / "nap.py").write_text(
+        f"import time\ntime.sleep(20)\nopen({done!r}, 'w').write(str(time.time()))\n"
+    )
+    job = client.submit_job(entrypoint="python nap.py", runtime_env={"working_dir": str(tmp_path / "job")})
+    deadline = time.monotonic() + 60
+    while client.get_job_status(job) != JobStatus.RUNNING:
+        assert time.monotonic() < deadline, client.get_job_info(job)
+        time.sleep(0.5)
+    changed = write_inventory_variant(tmp_path, lambda inv: inv["vars"].update(ray_environment={"RAYKIT_MARK": "1"}))
+    before = main_pids(deployed)
+    try:
+        refused = invoke("deploy", "--inventory", str(changed), check=False)
+        assert_refused(refused, f"{HEAD}: deploy would restart the head", f"{job} (python nap.py)", "--wait SECONDS")
+        assert main_pids(deployed) == before
+        invoke("deploy", "--inventory", str(changed), "--wait", "120", timeout=900)
+        # The head restarted only after the job had ended (both by the head's clock).
+        started = head.ssh('date +%s.%N -d "$(systemctl show ray --property=ActiveEnterTimestamp --value)"')
+        assert float(head.ssh(f"sudo cat {done}").stdout) < float(started.stdout), "restarted before the job ended"
+        assert main_pids(deployed)[HEAD] != before[HEAD]
+    finally:
+        head.ssh(f"sudo rm -f {done}")
+        invoke("deploy", timeout=900)
+
+
+def test_a_node_left_running_outside_the_inventory_is_named_and_not_waited_for(deployed, tmp_path: Path) -> None:
+    last = sorted(deployed)[-1]
+
+    def without_last(inv: dict) -> None:
+        inv["children"]["ray_workers"]["hosts"].pop(last)
+        inv["vars"]["ray_firewall"] = False  # the others keep letting it in
+
+    smaller = write_inventory_variant(tmp_path, without_last)
+    try:
+        result = invoke("deploy", "--inventory", str(smaller), timeout=900)
+        assert f"Alive in Ray but not in the inventory (IP=CPUS): {deployed[last].address}=" in result.stdout
+    finally:
+        invoke("deploy", timeout=900)
+
+
+def test_a_drained_worker_leaves_the_cluster_and_deploy_names_it_without_failing(deployed) -> None:
+    last = sorted(deployed)[-1]
+    others = {name: host for name, host in deployed.items() if name != last}
+    try:
+        invoke("drain", last, timeout=600)
+        # Ray's own view: exactly the others alive; the host keeps its environment, its unit stopped.
+        assert ray_alive_nodes(deployed[HEAD]) == expected_nodes(others)
+        unit = deployed[last].ssh("systemctl is-active ray; systemctl is-enabled ray", check=False).stdout.split()
+        assert unit == ["inactive", "disabled"]
+        deployed[last].ssh("test -x /opt/ray/current/bin/python")
+        result = invoke("deploy", timeout=900)
+        assert f"Drained, left stopped: {last}" in result.stdout
+        assert ray_alive_nodes(deployed[HEAD]) == expected_nodes(others)
+        row = next(line for line in invoke("status").stdout.splitlines() if line.startswith(last))
+        assert " drained " in row, row
+        invoke("doctor")
+    finally:
+        invoke("undrain", last, timeout=900)
+    assert ray_alive_nodes(deployed[HEAD]) == expected_nodes(deployed)

@@ -203,25 +203,45 @@ def test_join_check_names_missing_nodes_and_those_with_other_cpus(monkeypatch, c
     # It prints what it saw and exits 0 either way: deploy's join check reads the JSON.
     assert cluster.main([*common, "10.0.0.1=2", "10.0.0.2=2", "10.0.0.3=2"]) == 0
     assert json.loads(capsys.readouterr().out) == {
-        "joined": False, "alive": ["10.0.0.1=2", "10.0.0.3=4"], "missing": ["10.0.0.2=2", "10.0.0.3=2"], "error": "",
+        "joined": False, "alive": ["10.0.0.1=2", "10.0.0.3=4"], "missing": ["10.0.0.2=2", "10.0.0.3=2"],
+        "strangers": [], "error": "",
     }  # fmt: skip
     assert cluster.main([*common, "10.0.0.3=4", "10.0.0.1=2"]) == 0
     assert json.loads(capsys.readouterr().out) | {"alive": []} == {
-        "joined": True,
-        "alive": [],
-        "missing": [],
-        "error": "",
-    }
+        "joined": True, "alive": [], "missing": [], "strangers": [], "error": "",
+    }  # fmt: skip
     # Two inventory hosts on one address are two nodes, not one.
     cluster.main([*common, "10.0.0.1=2", "10.0.0.1=2", "10.0.0.3=4"])
     assert json.loads(capsys.readouterr().out) | {"alive": []} == {
-        "joined": False, "alive": [], "missing": ["10.0.0.1=2"], "error": "",
+        "joined": False, "alive": [], "missing": ["10.0.0.1=2"], "strangers": [], "error": "",
     }  # fmt: skip
-    # Exactly the inventory's nodes: one more alive node is not joined, though none is missing.
+    # A node alive on an address the inventory no longer lists is named, and not waited for.
     cluster.main([*common, "10.0.0.1=2"])
     assert json.loads(capsys.readouterr().out) | {"alive": []} == {
-        "joined": False, "alive": [], "missing": [], "error": "",
+        "joined": True, "alive": [], "missing": [], "strangers": ["10.0.0.3=4"], "error": "",
     }  # fmt: skip
+    # Exactly the inventory's nodes: a second node on an inventory address is not joined.
+    nodes.append({"node_ip": "10.0.0.1", "state": "ALIVE", "resources_total": {"CPU": 2.0}})
+    cluster.main([*common, "10.0.0.1=2", "10.0.0.3=4"])
+    assert json.loads(capsys.readouterr().out)["joined"] is False
+
+
+def test_jobs_lists_those_not_ended_and_waits_for_them_up_to_its_deadline(monkeypatch, capsys) -> None:
+    answers = [
+        [{"submission_id": "raysubmit_a", "status": "RUNNING", "entrypoint": "python a.py"},
+         {"submission_id": None, "job_id": "02000000", "status": "PENDING", "entrypoint": "python b.py"},
+         {"submission_id": "raysubmit_c", "status": "SUCCEEDED", "entrypoint": "python c.py"}],
+        [{"submission_id": "raysubmit_a", "status": "STOPPED", "entrypoint": "python a.py"}],
+    ]  # fmt: skip
+    monkeypatch.setattr(
+        cluster, "ray_api", lambda state, path, timeout: answers[0] if len(answers) == 2 else answers[-1]
+    )
+    common = ["jobs", "--dashboard-url", "http://head:8265", "--token-file", "/t", "--timeout", "0"]
+    assert cluster.main(common) == 0
+    assert json.loads(capsys.readouterr().out)["running"] == ["raysubmit_a (python a.py)", "02000000 (python b.py)"]
+    answers.pop(0)
+    assert cluster.main(common) == 0
+    assert json.loads(capsys.readouterr().out) == {"running": [], "error": ""}
 
 
 def test_join_check_reports_why_it_could_not_read_ray(capsys, tmp_path: Path) -> None:

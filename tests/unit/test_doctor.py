@@ -156,3 +156,12 @@ def test_a_dashboard_without_token_authentication_is_a_finding_on_the_head() -> 
     found = findings(lambda s, n: None, auth_mode="disabled")
     assert [(f.host, "authentication mode is 'disabled'" in f.problem) for f in found] == [("h1", True)]
     assert findings(lambda s, n: None, auth_mode=None) == []  # the head down: named by its own finding
+
+
+def test_a_drained_worker_is_no_finding_but_a_stopped_one_is() -> None:
+    def stopped(s, n, drained: bool) -> None:
+        s["hosts"]["h2"]["service"].update(active="inactive", drained=drained)
+        n.pop()
+
+    assert findings(lambda s, n: stopped(s, n, drained=True)) == []
+    assert [f.problem for f in findings(lambda s, n: stopped(s, n, drained=False))] == ["Ray is inactive"]

@@ -79,7 +79,7 @@ def probe(spec):
         "user": user_state(spec["user"]),
         # Preflight refuses to make Ray's user of root or of a person's account.
         "user_uid": uid_of(spec["user"]),
-        "service": service(spec["unit"], spec["settings"]),
+        "service": service(spec["unit"], spec["drained"], spec["settings"]),
         "firewall": firewall(spec["firewall_table"]),
         "ssh": ssh_connection(),
     }
@@ -504,7 +504,7 @@ def report(env, tree, lock_text, deep=False):
     }
 
 
-def service(unit, files=()):
+def service(unit, marker, files=()):
     props = [
         "LoadState",
         "ActiveState",
@@ -531,6 +531,8 @@ def service(unit, files=()):
         "restarts": int(state.get("NRestarts") or 0),
         "uptime_s": round(now - since) if active and since else 0,
         "stale": bool(active and since and changed),
+        # `invoke drain` took the node out: deploy, start and restart leave it stopped.
+        "drained": os.path.exists(marker),
     }
 
 
@@ -584,7 +586,7 @@ if __name__ == "__main__":
     if sys.argv[1] == "probe":
         print(json.dumps(probe(json.loads(sys.argv[2]))))
     elif sys.argv[1] == "service":
-        print(json.dumps(service(sys.argv[2], sys.argv[3:])))
+        print(json.dumps(service(sys.argv[2], sys.argv[3], sys.argv[4:])))
     elif sys.argv[1] == "check":
         print(json.dumps(check(json.loads(sys.argv[2]))))
     elif sys.argv[1] == "manifest":
