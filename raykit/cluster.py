@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shlex
 import sys
 import time
 import urllib.error
@@ -241,6 +242,15 @@ def wait_for_jobs(state: dict[str, Any], timeout: float) -> list[str]:
         if not running or time.monotonic() >= deadline:
             return running
         time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
+
+def call(endpoint: dict[str, Any], python: str, command: str, timeout: Any, args: list[str] | None = None) -> str:
+    """The shell command line of deploy's pipe lookups: `python -m raykit.cluster COMMAND` against
+    the endpoint deploy writes (raykit.endpoint), through its tunnel when it has one."""
+    argv = [python, "-m", "raykit.cluster", command, "--dashboard-url", endpoint["dashboard_url"]]
+    argv += ["--token-file", endpoint["token_file"], "--timeout", str(timeout)]
+    argv += ["--tunnel", json.dumps(endpoint["ssh"])] if endpoint["ssh"] else []
+    return shlex.join(argv + list(args or []))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,9 +9,11 @@ tunnel over the connection the kit already uses, so the token never crosses the 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -42,7 +44,6 @@ class Endpoint:
     token_file: str
     access: str
     serve_port: int
-    nodes: int
     # An ssh command line that reaches the head, for the tunnel.
     ssh: list[str] = field(default_factory=list)
 
@@ -55,11 +56,10 @@ def endpoint(
     token_file: str,
     access: str,
     serve_port: int,
-    nodes: int,
 ) -> dict[str, Any]:
     """The endpoint file's content, from deploy's and status's view of the cluster."""
     ssh = ssh_argv(hostvars, head, options=BATCH) if access == "tunnel" else []
-    return asdict(Endpoint(head, head_ip, dashboard_url, token_file, access, int(serve_port), int(nodes), ssh))
+    return asdict(Endpoint(head, head_ip, dashboard_url, token_file, access, int(serve_port), ssh))
 
 
 def load(head: str) -> Endpoint:
@@ -72,7 +72,10 @@ def load(head: str) -> Endpoint:
         ) from None
     except (OSError, ValueError) as exc:
         raise ClusterError(f"cannot read {path} ({exc}); run `invoke status` to write it again") from None
-    return Endpoint(**data)
+    try:
+        return Endpoint(**data)
+    except TypeError:  # written by another version of the kit
+        raise ClusterError(f"{path} is not this kit's endpoint file; run `invoke status` to write it again") from None
 
 
 def free_port() -> int:
@@ -89,36 +92,53 @@ def tunnel_argv(ssh: list[str], local_port: int, remote_host: str, remote_port: 
     return [ssh[0], *forward, *ssh[1:]]
 
 
+def listener_of(pid: int, port: int, proc_root: Path = Path("/proc")) -> bool:
+    """Whether process pid holds the socket listening on 127.0.0.1:port: the tunnel's own
+    ssh, not another local user's listener that took the port first (it would get the token)."""
+    want = f"0100007F:{port:04X}"
+    inodes = {
+        f"socket:[{fields[9]}]"
+        for line in (proc_root / "net/tcp").read_text().splitlines()[1:]
+        if (fields := line.split()) and fields[1] == want and fields[3] == "0A"  # LISTEN
+    }
+    try:
+        return any(os.readlink(fd) in inodes for fd in (proc_root / str(pid) / "fd").iterdir())
+    except OSError:  # it exited meanwhile
+        return False
+
+
 @contextmanager
 def tunnel(ssh: list[str], remote_url: str, timeout: float = TUNNEL_TIMEOUT_S) -> Iterator[str]:
-    """remote_url (as the head serves it) reached through an SSH tunnel: yields the local URL."""
+    """remote_url (as the head serves it) reached through an SSH tunnel: yields the local URL.
+    ssh runs in its own session, so a Ctrl-C meant for the job leaves the tunnel up to stop it."""
     remote = urlsplit(remote_url)
-    assert remote.hostname and remote.port, remote_url
+    if not (remote.hostname and remote.port):
+        raise ClusterError(f"cannot tunnel to {remote_url!r}: no host and port")
     local = free_port()
     argv = tunnel_argv(ssh, local, remote.hostname, remote.port)
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                error = (proc.stderr.read() if proc.stderr else b"").decode(errors="replace").strip()
-                raise ClusterError(f"the SSH tunnel to the dashboard on {ssh[-1]} failed: {error or proc.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", local), timeout=1).close()
-                break
-            except OSError:
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while not listener_of(proc.pid, local):
+                if proc.poll() is not None:
+                    errors.seek(0)
+                    said = errors.read().decode(errors="replace").strip() or f"exit {proc.returncode}"
+                    raise ClusterError(f"the SSH tunnel to the dashboard on {ssh[-1]} failed: {said}")
                 if time.monotonic() > deadline:
                     message = f"the SSH tunnel to the dashboard on {ssh[-1]} did not open in {timeout:.0f} s"
-                    raise ClusterError(message) from None
+                    raise ClusterError(message)
                 time.sleep(0.05)
-        yield f"http://127.0.0.1:{local}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            yield f"http://127.0.0.1:{local}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @contextmanager

@@ -131,8 +131,12 @@ def doctor(c: Context, inventory: str | None = None, verbose: bool = False, deep
                 f"error: doctor could not read the cluster (ansible-playbook exit {ran.exited}); see above", code=1
             )
         state = json.loads(out.read_text())
-    with dashboard_reached(state) as reached:
-        nodes, mode = cluster.ray_nodes(reached), cluster.auth_mode(reached)
+    try:
+        with endpointkit.reach(endpointkit.Endpoint(**state["endpoint"])) as url:
+            reached = {**state, "dashboard_url": url}
+            nodes, mode = cluster.ray_nodes(reached), cluster.auth_mode(reached)
+    except cluster.ClusterError:  # the tunnel failed: the finding that Ray does not answer says so
+        nodes, mode = [], None
     findings = doctorkit.diagnose(state, nodes, doctorkit.token_digest(Path(state["token_file"])), mode)
     print(doctorkit.render(findings, len(state["inventory"])))
     if findings:
@@ -247,6 +251,7 @@ def undrain(c: Context, host: str, inventory: str | None = None) -> None:
 
 
 def _drain_vars(host: str, drain: bool) -> str:
+    # The host as stop's target: service_check then refuses one where Ray is not deployed.
     return json.dumps(
         {"raykit_drain_host": host, "raykit_drain": drain, "ray_service_state": "stopped", "ray_service_hosts": [host]}
     )
@@ -257,7 +262,8 @@ def token_rotate(c: Context, inventory: str | None = None) -> None:
     """Make a new cluster token and restart every node with it (running jobs end)."""
     with step("token.rotate"):
         playbook(c, "rotate", inventory)
-        playbook(c, "deploy", inventory)
+        # The head's dashboard now refuses the old token, so deploy could not ask it which jobs run.
+        playbook(c, "deploy", inventory, "-e", "raykit_deploy_force=true")
 
 
 @task(help={"yes": "really remove Ray from every host", "inventory": INVENTORY_HELP})

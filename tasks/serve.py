@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import sys
@@ -31,6 +32,10 @@ def reached(inventory: str | None) -> Iterator[tuple[Endpoint, dict[str, str]]]:
     """The cluster's endpoint, and a state raykit.cluster's readers take, while the block runs:
     no playbook, no ssh (but the tunnel's, with ray_dashboard_access: tunnel)."""
     ep = cluster_endpoint(inventory)
+    for name in jobs.ADDRESS_ENV_VARS:
+        # `invoke env`'s RAY_ADDRESS names this cluster; behind a tunnel the kit's own is another port.
+        if os.environ.get(name, "").rstrip("/") == ep.dashboard_url.rstrip("/"):
+            del os.environ[name]
     try:
         with reach(ep) as url:
             yield ep, {"dashboard_url": url, "token_file": ep.token_file}
@@ -93,8 +98,9 @@ def run(c: Context, path: str, follow: bool = True, inventory: str | None = None
         raise Exit(f"error: {path} failed: {result.message or result.status.value}", code=1)
 
 
-def serve_env(c: Context, ep: Endpoint) -> dict[str, str]:
-    replicas = min(ep.nodes, int(c.config.serve.max_replicas))
+def serve_env(c: Context, ep: Endpoint, state: dict[str, str]) -> dict[str, str]:
+    """One replica per alive node (a drained one runs none), up to serve.max_replicas."""
+    replicas = max(1, min(len(cluster.alive_nodes(state)), int(c.config.serve.max_replicas)))
     return {"RAYKIT_SERVE_PORT": str(ep.serve_port), "RAYKIT_SERVE_REPLICAS": str(replicas)}
 
 
@@ -106,7 +112,7 @@ def run_examples(c: Context, inventory: str | None) -> list[dict[str, str]]:
             if script.name == "serve_check.py":  # a helper of serve_app.py, run from outside
                 continue
             say(f"example {script.name} ...")
-            env = serve_env(c, ep) if script.name == "serve_app.py" else None
+            env = serve_env(c, ep, state) if script.name == "serve_app.py" else None
             result = run_job(state, script, [], follow=False, env=env)
             if not result.ok:
                 print(result.logs, end="")
@@ -136,7 +142,7 @@ def examples(c: Context, inventory: str | None = None) -> None:
 def serve_deploy(c: Context, inventory: str | None = None) -> None:
     """Deploy the Serve example (examples/serve_app.py) on ray_serve_port; it stays up."""
     with reached(inventory) as (ep, state):
-        result = run_job(state, EXAMPLES / "serve_app.py", [], follow=True, env=serve_env(c, ep))
+        result = run_job(state, EXAMPLES / "serve_app.py", [], follow=True, env=serve_env(c, ep, state))
     if not result.ok:
         raise Exit(f"error: the Serve app failed to deploy: {result.message}", code=1)
     say(f"serving on http://{ep.head_ip}:{ep.serve_port}/")

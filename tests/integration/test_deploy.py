@@ -434,7 +434,10 @@ def test_a_node_left_running_outside_the_inventory_is_named_and_not_waited_for(d
     smaller = write_inventory_variant(tmp_path, without_last)
     try:
         result = invoke("deploy", "--inventory", str(smaller), timeout=900)
-        assert f"Alive in Ray but not in the inventory (IP=CPUS): {deployed[last].address}=" in result.stdout
+        said = " ".join(result.stdout.split())  # Ansible folds long messages
+        assert (
+            f"Alive in Ray but not among the nodes this run waited for (IP=CPUS): {deployed[last].address}=" in said
+        ), said[-3000:]
     finally:
         invoke("deploy", timeout=900)
 

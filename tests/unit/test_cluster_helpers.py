@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -280,3 +281,14 @@ def test_the_bytecode_is_compiled_only_by_a_python_that_runs_as_the_hosts_x_y(tm
     assert not wheelhouse.runs_as(sys.executable, (2, 7))
     assert not wheelhouse.runs_as(str(shim), (3, 13))
     assert not wheelhouse.runs_as(str(tmp_path / "missing"), (3, 13))
+
+
+def test_deploys_calls_to_ray_go_through_the_endpoints_tunnel_when_it_has_one() -> None:
+    direct = {"dashboard_url": "http://10.0.0.1:8265", "token_file": "/t", "ssh": []}
+    assert shlex.split(cluster.call(direct, "/py", "jobs", 0)) == [
+        "/py", "-m", "raykit.cluster", "jobs", "--dashboard-url", "http://10.0.0.1:8265", "--token-file", "/t",
+        "--timeout", "0",
+    ]  # fmt: skip
+    tunnel = {**direct, "dashboard_url": "http://127.0.0.1:8265", "ssh": ["ssh", "ops@h"]}
+    argv = shlex.split(cluster.call(tunnel, "/py", "wait", 120, ["10.0.0.1=2"]))
+    assert argv[-3:] == ["--tunnel", '["ssh", "ops@h"]', "10.0.0.1=2"]

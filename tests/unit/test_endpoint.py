@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -20,9 +21,9 @@ HOSTVARS = {"ansible_host": "10.77.0.11", "ansible_user": "ops", "ansible_ssh_pr
 
 
 def test_direct_access_needs_no_ssh_and_tunnel_keeps_the_heads_ssh_command_line() -> None:
-    direct = endpoint.endpoint("raylab-1", HOSTVARS, "10.77.0.11", "http://10.77.0.11:8265", "/t", "direct", 8000, 3)
+    direct = endpoint.endpoint("raylab-1", HOSTVARS, "10.77.0.11", "http://10.77.0.11:8265", "/t", "direct", 8000)
     assert direct["ssh"] == [] and direct["dashboard_url"] == "http://10.77.0.11:8265"
-    tunnel = endpoint.endpoint("raylab-1", HOSTVARS, "10.77.0.11", "http://127.0.0.1:8265", "/t", "tunnel", 8000, 3)
+    tunnel = endpoint.endpoint("raylab-1", HOSTVARS, "10.77.0.11", "http://127.0.0.1:8265", "/t", "tunnel", 8000)
     assert tunnel["ssh"][0] == "ssh" and tunnel["ssh"][-1] == "ops@10.77.0.11" and "BatchMode=yes" in tunnel["ssh"]
 
 
@@ -30,7 +31,7 @@ def test_a_missing_endpoint_file_says_to_deploy(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(endpoint, "CONFIG_DIR", tmp_path)
     with pytest.raises(ClusterError, match="run `invoke deploy`"):
         endpoint.load("nohead")
-    data = endpoint.endpoint("h", HOSTVARS, "10.0.0.1", "http://10.0.0.1:8265", "/t", "direct", 8000, 1)
+    data = endpoint.endpoint("h", HOSTVARS, "10.0.0.1", "http://10.0.0.1:8265", "/t", "direct", 8000)
     endpoint.endpoint_path("h").write_text(json.dumps(data))
     assert endpoint.load("h").dashboard_url == "http://10.0.0.1:8265"
 
@@ -95,12 +96,31 @@ def test_a_tunnel_that_ssh_refuses_names_the_host_and_ssh_s_reason(tmp_path: Pat
 
 
 def test_env_prints_what_rays_clients_read_for_each_shell() -> None:
-    ep = endpoint.Endpoint(
-        "h", "10.0.0.1", "http://10.0.0.1:8265", "/home/o p/.config/raykit/h.token", "direct", 8000, 3
-    )
+    ep = endpoint.Endpoint("h", "10.0.0.1", "http://10.0.0.1:8265", "/home/o p/.config/raykit/h.token", "direct", 8000)
     bash = endpoint.shell_env(ep, ep.dashboard_url, "bash")
     assert "export RAY_ADDRESS=http://10.0.0.1:8265\n" in bash and "RAY_AUTH_MODE=token" in bash
     out = subprocess.run(["bash", "-c", bash + 'printf %s "$RAY_AUTH_TOKEN_PATH"'], capture_output=True, text=True)
     assert out.stdout == "/home/o p/.config/raykit/h.token"
     assert json.loads(endpoint.shell_env(ep, ep.dashboard_url, "json"))["RAY_AUTH_MODE"] == "token"
     assert "set -gx RAY_AUTH_TOKEN_PATH '/home/o p/.config/raykit/h.token';" in endpoint.shell_env(ep, "u", "fish")
+
+
+def test_a_port_someone_else_took_first_is_never_sent_the_token(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    squatter = socket.create_server(("127.0.0.1", 0))  # another local user, quicker than ssh
+    port = squatter.getsockname()[1]
+    assert endpoint.listener_of(os.getpid(), port)
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not endpoint.listener_of(child.pid, port)
+    finally:
+        child.kill()
+        child.wait()
+    monkeypatch.setattr(endpoint, "free_port", lambda: port)
+    fake = tmp_path / "ssh"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_SSH}")
+    fake.chmod(0o755)
+    with pytest.raises(ClusterError, match="failed"), endpoint.tunnel([str(fake), "ops@h"], "http://127.0.0.1:9"):
+        pass
+    squatter.close()
