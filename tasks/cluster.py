@@ -167,11 +167,30 @@ def start(c: Context, hosts: str | None = None, inventory: str | None = None) ->
         service(c, "started", hosts, inventory)
 
 
-@task(help={"hosts": HOSTS_HELP + "; restarting the head restarts every worker", "inventory": INVENTORY_HELP})
-def restart(c: Context, hosts: str | None = None, inventory: str | None = None) -> None:
-    """Restart Ray on some or all hosts, in order, and wait until every node is alive."""
+@task(
+    help={
+        "hosts": HOSTS_HELP + "; restarting the head restarts every worker",
+        "rolling": "the workers only, a batch at a time: each drains, and rejoins before the next",
+        "batch": "workers per batch with --rolling (default 1)",
+        "inventory": INVENTORY_HELP,
+    }
+)
+def restart(
+    c: Context, hosts: str | None = None, rolling: bool = False, batch: int = 1, inventory: str | None = None
+) -> None:
+    """Restart Ray on some or all hosts, in order, and wait until every node is alive; or,
+    --rolling, the workers a batch at a time while the cluster keeps working."""
+    if rolling and hosts:
+        raise Exit("error: --rolling restarts every worker, a batch at a time; leave out --hosts", code=2)
+    if batch < 1:
+        raise Exit(f"error: --batch must be 1 or more, got {batch}", code=2)
     with step("restart"):
-        service(c, "restarted", hosts, inventory)
+        if rolling:
+            playbook(
+                c, "rolling", inventory, "-e", json.dumps({"raykit_batch": batch, "ray_service_state": "restarted"})
+            )
+        else:
+            service(c, "restarted", hosts, inventory)
 
 
 @task(

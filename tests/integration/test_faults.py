@@ -21,6 +21,7 @@ from tests.helpers import (
     all_ips,
     invoke,
     main_pid,
+    main_pids,
     node_ids,
     ray_state,
     write_inventory_variant,
@@ -38,9 +39,9 @@ def restarts(host: LabHost) -> int:
 class RunningJob:
     """The retriable job, submitted and running its tasks on every node."""
 
-    def __init__(self, state: dict[str, str]) -> None:
+    def __init__(self, state: dict[str, str], tasks: int = 120) -> None:
         self.client = jobs.client(state["dashboard_url"], TOKEN_FILE.read_text().strip())
-        self.id = jobs.submit(self.client, RETRIABLE_JOB, [])
+        self.id = jobs.submit(self.client, RETRIABLE_JOB, [str(tasks)])
         deadline = time.monotonic() + 60
         while "tasks submitted" not in self.client.get_job_logs(self.id):
             assert time.monotonic() < deadline, self.client.get_job_logs(self.id)
@@ -201,3 +202,17 @@ def test_a_deploy_that_fails_on_one_worker_leaves_the_running_cluster_running(de
     finally:
         result = invoke("deploy", check=False)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_a_rolling_restart_restarts_each_worker_once_and_a_running_job_finishes(deployed) -> None:
+    state = ray_state(deployed)
+    workers = [name for name in deployed if name != HEAD]
+    before = main_pids(deployed)
+    job = RunningJob(state, tasks=900)  # a task a second per CPU: long enough to span both batches
+    invoke("restart", "--rolling", timeout=900)
+    job.assert_running()  # the restart ended while the job ran
+    after = main_pids(deployed)
+    assert after[HEAD] == before[HEAD]
+    assert all(after[name] != before[name] for name in workers), (before, after)
+    raycluster.wait_for_cluster(state, all_ips(deployed), timeout=60)
+    job.assert_correct(timeout=600)
