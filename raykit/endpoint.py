@@ -78,6 +78,14 @@ def load(head: str) -> Endpoint:
         raise ClusterError(f"{path} is not this kit's endpoint file; run `invoke status` to write it again") from None
 
 
+def host_port(url: str) -> tuple[str, int]:
+    """A dashboard URL's host and port (what a tunnel forwards to)."""
+    parts = urlsplit(url)
+    if not (parts.hostname and parts.port):
+        raise ClusterError(f"cannot tunnel to {url!r}: no host and port")
+    return parts.hostname, parts.port
+
+
 def free_port() -> int:
     """A local port nothing listens on now (the kernel's pick)."""
     with socket.socket() as probe:
@@ -111,11 +119,8 @@ def listener_of(pid: int, port: int, proc_root: Path = Path("/proc")) -> bool:
 def tunnel(ssh: list[str], remote_url: str, timeout: float = TUNNEL_TIMEOUT_S) -> Iterator[str]:
     """remote_url (as the head serves it) reached through an SSH tunnel: yields the local URL.
     ssh runs in its own session, so a Ctrl-C meant for the job leaves the tunnel up to stop it."""
-    remote = urlsplit(remote_url)
-    if not (remote.hostname and remote.port):
-        raise ClusterError(f"cannot tunnel to {remote_url!r}: no host and port")
     local = free_port()
-    argv = tunnel_argv(ssh, local, remote.hostname, remote.port)
+    argv = tunnel_argv(ssh, local, *host_port(remote_url))
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True

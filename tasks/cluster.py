@@ -8,7 +8,6 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from invoke import Context, Exit, task
 
@@ -26,6 +25,7 @@ from tasks.common import (
     print_table,
     show,
     step,
+    user_errors,
 )
 
 
@@ -96,7 +96,7 @@ def versions(c: Context, inventory: str | None = None, json_: bool = False) -> N
 def status(c: Context, inventory: str | None = None, json_: bool = False) -> None:
     """Show every node: alive in Ray, unit state, uptime, resources, versions; the ports each
     listens on; and the dashboard URL."""
-    with dashboard_reached(cluster_state(c, inventory)) as state:
+    with user_errors(), dashboard_reached(cluster_state(c, inventory)) as state:
         rows = cluster.status_rows(state, cluster.ray_nodes(state))
     ports = cluster.port_rows(state)
     if json_:
@@ -132,8 +132,7 @@ def doctor(c: Context, inventory: str | None = None, verbose: bool = False, deep
             )
         state = json.loads(out.read_text())
     try:
-        with endpointkit.reach(endpointkit.Endpoint(**state["endpoint"])) as url:
-            reached = {**state, "dashboard_url": url}
+        with dashboard_reached(state) as reached:
             nodes, mode = cluster.ray_nodes(reached), cluster.auth_mode(reached)
     except cluster.ClusterError:  # the tunnel failed: the finding that Ray does not answer says so
         nodes, mode = [], None
@@ -214,7 +213,7 @@ def dashboard(c: Context, inventory: str | None = None) -> None:
     ep = cluster_endpoint(inventory)
     url = ep.dashboard_url
     tunnel = shlex.join(
-        endpointkit.tunnel_argv(ssh_argv(host_vars(c, ep.head, inventory), ep.head), 8265, *_host_port(url))
+        endpointkit.tunnel_argv(ssh_argv(host_vars(c, ep.head, inventory), ep.head), 8265, *endpointkit.host_port(url))
     )
     if ep.access == "tunnel":
         print(f"dashboard and Jobs API: on the head's loopback ({url}), through SSH only:")
@@ -231,11 +230,6 @@ def dashboard(c: Context, inventory: str | None = None) -> None:
     print('Ray\'s own clients (ray job submit/list/logs): eval "$(invoke env)"')
 
 
-def _host_port(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    return str(parts.hostname), int(parts.port or 80)
-
-
 @task(
     name="env",
     help={"shell": "bash (default), fish, or json", "inventory": INVENTORY_HELP},
@@ -247,7 +241,7 @@ def env(c: Context, shell: str = "bash", inventory: str | None = None) -> None:
     ep = cluster_endpoint(inventory)
     if ep.access == "tunnel":
         # On the head's loopback: Ray's clients reach it through a tunnel on the same port here.
-        host, port = _host_port(ep.dashboard_url)
+        host, port = endpointkit.host_port(ep.dashboard_url)
         tunnel = shlex.join(endpointkit.tunnel_argv(ep.ssh, port, host, port))
         print(f"# the dashboard is on the head's loopback: keep this open meanwhile: {tunnel}", file=sys.stderr)
     print(endpointkit.shell_env(ep, ep.dashboard_url, shell), end="" if shell != "json" else "\n")

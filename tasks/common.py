@@ -95,8 +95,9 @@ def cluster_state(c: Context, inventory: str | None) -> dict:
 @contextmanager
 def dashboard_reached(state: dict) -> Iterator[dict]:
     """The cluster's state with a dashboard URL this controller can use: the head's own, or an
-    SSH tunnel's local end while the block runs (ray_dashboard_access: tunnel)."""
-    with user_errors(), endpointkit.reach(endpointkit.Endpoint(**state["endpoint"])) as url:
+    SSH tunnel's local end while the block runs (ray_dashboard_access: tunnel); a tunnel that
+    cannot open raises ClusterError."""
+    with endpointkit.reach(endpointkit.Endpoint(**state["endpoint"])) as url:
         yield {**state, "dashboard_url": url}
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from raykit.cluster_lock import LockError, read_header, unknown_extras
+from raykit.endpoint import ACCESS
 from raykit.pybuild import source_url
 
 # Folders a prefix must never be: reset removes the prefix whole.
@@ -303,8 +304,8 @@ def ray_settings_errors(s: Mapping[str, Any]) -> list[str]:
         )
         errors.append(f"ray_node_ip {what}; the host has: {', '.join(ipv4s)}")
     access = s["ray_dashboard_access"]
-    if access not in ("direct", "tunnel"):
-        errors.append(f"ray_dashboard_access must be direct or tunnel, got {json.dumps(access)}")
+    if access not in ACCESS:
+        errors.append(f"ray_dashboard_access must be {' or '.join(ACCESS)}, got {json.dumps(access)}")
     elif s["is_head"] and access == "tunnel" and s["ray_dashboard_host"] not in ("", "127.0.0.1"):
         errors.append(
             f"ray_dashboard_host {s['ray_dashboard_host']} contradicts ray_dashboard_access: tunnel, which keeps "
