@@ -23,6 +23,7 @@ from tasks.common import (
     host_vars,
     playbook,
     print_table,
+    say,
     show,
     step,
     user_errors,
@@ -61,8 +62,8 @@ def provision(c: Context, inventory: str | None = None, check: bool = False, dee
 def deploy(c: Context, inventory: str | None = None, check: bool = False, force: bool = False, wait: int = 0) -> None:
     """Start the head, then the workers, under systemd; wait until every node is alive in Ray.
     A head restart is refused while jobs run, unless --force or --wait lets them end."""
-    args = (["--check"] if check else []) + (["-e", "raykit_deploy_force=true"] if force else [])
-    args += ["-e", f"raykit_deploy_wait={int(wait)}"] if wait else []
+    args = (["--check"] if check else []) + (["-e", "raykit_jobs_force=true"] if force else [])
+    args += ["-e", f"raykit_jobs_wait={int(wait)}"] if wait else []
     with step("deploy"):
         playbook(c, "deploy", inventory, *args)
 
@@ -270,13 +271,56 @@ def _drain_vars(host: str, drain: bool) -> str:
     )
 
 
+@task(
+    name="reboot",
+    help={
+        "rolling": "one host at a time (the only way: required)",
+        "include_head": "reboot the head too, last (every running job ends)",
+        "force": "with --include-head: reboot the head even while jobs run",
+        "wait": "with --include-head: seconds to wait for running jobs to end first",
+        "inventory": INVENTORY_HELP,
+    },
+)
+def reboot_hosts(
+    c: Context,
+    rolling: bool = False,
+    include_head: bool = False,
+    force: bool = False,
+    wait: int = 0,
+    inventory: str | None = None,
+) -> None:
+    """Reboot the hosts one at a time (kernel updates): each worker's node drains, the host
+    reboots, and every node is alive again before the next; the head last, with --include-head."""
+    if not rolling:
+        raise Exit("error: reboot goes one host at a time: run `invoke reboot --rolling`", code=2)
+    if (force or wait) and not include_head:
+        raise Exit("error: --force and --wait are for the head's running jobs: add --include-head", code=2)
+    extra = {"raykit_include_head": include_head, "raykit_jobs_force": force, "raykit_jobs_wait": wait}
+    with step("reboot"):
+        playbook(c, "reboot", inventory, "-e", json.dumps({**extra, "ray_service_state": "restarted"}))
+
+
+@task(help={"host": "a worker of the inventory", "yes": "really remove Ray from the host", "inventory": INVENTORY_HELP})
+def remove(c: Context, host: str, yes: bool = False, inventory: str | None = None) -> None:
+    """Take a worker out for good: drain it, then remove Ray from that host alone (reset)."""
+    if not yes:
+        raise Exit(f"error: remove drains {host} and removes Ray from it; run `invoke remove {host} --yes`", code=2)
+    with step("remove"):
+        playbook(c, "drain", inventory, "-e", _drain_vars(host, True))
+        playbook(c, "reset", inventory, "--limit", host)
+    say(
+        f"{host} is out of the cluster and has no Ray left. Delete it from the inventory, then run "
+        "`invoke deploy`: the other nodes' firewalls stop letting it in."
+    )
+
+
 @task(name="rotate", help={"inventory": INVENTORY_HELP})
 def token_rotate(c: Context, inventory: str | None = None) -> None:
     """Make a new cluster token and restart every node with it (running jobs end)."""
     with step("token.rotate"):
         playbook(c, "rotate", inventory)
         # The head's dashboard now refuses the old token, so deploy could not ask it which jobs run.
-        playbook(c, "deploy", inventory, "-e", "raykit_deploy_force=true")
+        playbook(c, "deploy", inventory, "-e", "raykit_jobs_force=true")
 
 
 @task(help={"yes": "really remove Ray from every host", "inventory": INVENTORY_HELP})

@@ -227,16 +227,26 @@ def install_fake_wheel(host: LabHost, tmp: Path, name: str, version: str) -> Non
 # --- the cluster, read through Ray and systemd ---------------------------------------
 
 
-def ray_alive_nodes(head: LabHost) -> dict[str, float]:
-    """node IP -> CPUs of the alive nodes, asked of Ray's State API with the controller's Ray."""
+def _alive_nodes_field(head: LabHost, field: str) -> dict[str, float]:
+    """node IP -> a field of each alive node, asked of Ray's State API with the controller's Ray."""
     code = (
         "import json; from ray.util.state import list_nodes;"
-        f"print(json.dumps({{n.node_ip: n.resources_total.get('CPU') for n in list_nodes("
+        f"print(json.dumps({{n.node_ip: {field} for n in list_nodes("
         f"address='http://{head.address}:8265', limit=1000) if n.state == 'ALIVE'}}))"
     )
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(TOKEN_FILE)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def ray_alive_nodes(head: LabHost) -> dict[str, float]:
+    """node IP -> CPUs of the alive nodes."""
+    return _alive_nodes_field(head, "n.resources_total.get('CPU')")
+
+
+def ray_start_times(head: LabHost) -> dict[str, float]:
+    """node IP -> when Ray says the alive node started (ms since the epoch)."""
+    return _alive_nodes_field(head, "n.start_time_ms")
 
 
 def expected_nodes(hosts: dict[str, LabHost]) -> dict[str, float]:

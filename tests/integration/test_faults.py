@@ -19,6 +19,7 @@ from tests.helpers import (
     TOKEN_FILE,
     LabHost,
     all_ips,
+    assert_refused,
     invoke,
     main_pid,
     main_pids,
@@ -216,3 +217,29 @@ def test_a_rolling_restart_restarts_each_worker_once_and_a_running_job_finishes(
     assert all(after[name] != before[name] for name in workers), (before, after)
     raycluster.wait_for_cluster(state, all_ips(deployed), timeout=60)
     job.assert_correct(timeout=600)
+
+
+def boot_marks(hosts: dict[str, LabHost]) -> dict[str, str]:
+    """kept or gone: a file in /run, which every boot starts empty."""
+    probe = "test -e /run/raykit-test-boot && echo kept || echo gone"
+    return {name: host.ssh(probe).stdout.strip() for name, host in hosts.items()}
+
+
+def test_a_rolling_reboot_reboots_each_worker_once_and_the_head_only_when_asked(deployed) -> None:
+    state = ray_state(deployed)
+    workers = [name for name in deployed if name != HEAD]
+    for host in deployed.values():
+        host.ssh("sudo touch /run/raykit-test-boot")
+    job = RunningJob(state, tasks=900)
+    invoke("reboot", "--rolling", timeout=1200)
+    job.assert_running()  # the reboots ended while the job ran
+    assert boot_marks(deployed) == {HEAD: "kept", **dict.fromkeys(workers, "gone")}
+    raycluster.wait_for_cluster(state, all_ips(deployed), timeout=60)
+    # The head's reboot would end the job: refused, naming it, before any host reboots.
+    refused = invoke("reboot", "--rolling", "--include-head", check=False)
+    assert_refused(refused, f"{HEAD}: reboot --include-head would reboot the head", job.id, "--wait SECONDS")
+    assert boot_marks(deployed)[HEAD] == "kept"
+    job.assert_correct(timeout=600)
+    invoke("reboot", "--rolling", "--include-head", timeout=1200)
+    assert boot_marks(deployed)[HEAD] == "gone"
+    raycluster.wait_for_cluster(state, all_ips(deployed), timeout=60)

@@ -23,6 +23,7 @@ from tests.helpers import (
     invoke,
     main_pids,
     nft_table,
+    ray_start_times,
     ray_state,
     read_inventory,
     recap,
@@ -81,14 +82,42 @@ def test_a_host_outside_the_inventory_is_refused_and_let_in_once_listed(
         invoke("examples", "--inventory", str(three), timeout=1200)
     finally:
         invoke("serve.shutdown", "--inventory", str(three), check=False)
-    # Listed and deployed: every node opens its ports to it, and no node restarts for that.
-    before = main_pids(members)
+    # Listed and deployed: every node opens its ports to it, and no node restarts for that
+    # (systemd's main PIDs, and the start times Ray's State API gives).
+    before, started = main_pids(members), ray_start_times(head)
     invoke("deploy", timeout=900)
     raycluster.wait_for_cluster(ray_state(hosts), all_ips(hosts), timeout=120)
     assert main_pids(members) == before
+    grown = ray_start_times(head)
+    assert {ip: grown[ip] for ip in started} == started and set(grown) == all_ips(hosts), (started, grown)
     assert tcp_from(outsider, worker.address, DEFAULTS["ray_metrics_export_port"]) == "open"
     again = recap(invoke("deploy").stdout)
     assert set(hosts) <= set(again) and all(again[n]["changed"] == 0 for n in hosts), again
+
+
+def test_remove_takes_a_worker_out_and_the_next_deploy_closes_the_others_to_it(
+    four_hosts: dict[str, LabHost], tmp_path: Path
+) -> None:
+    hosts = four_hosts
+    outsider, head, worker = hosts[OUTSIDER], hosts[HEAD], hosts[sorted(hosts)[1]]
+    invoke("deploy", timeout=900)  # four nodes, as the test before leaves them
+    raycluster.wait_for_cluster(ray_state(hosts), all_ips(hosts), timeout=120)
+    started = ray_start_times(head)
+    invoke("remove", OUTSIDER, "--yes", timeout=900)
+    # Ray: the other nodes alive as they were, no restart; the host: no unit, no account, no files.
+    assert ray_start_times(head) == {ip: t for ip, t in started.items() if ip != outsider.address}
+    left = outsider.ssh(
+        "systemctl show --property=LoadState --value ray; getent passwd ray || echo no account;"
+        "ls -d /opt/ray /etc/ray 2>/dev/null || echo no files"
+    ).stdout.split()
+    assert left == ["not-found", "no", "account", "no", "files"], left
+    assert TOKEN_FILE.exists()  # the cluster still uses it
+    # Out of the inventory and deployed: the others stop letting it in, with no restart.
+    three = without_outsider(tmp_path)
+    before = main_pids({name: h for name, h in hosts.items() if name != OUTSIDER})
+    invoke("deploy", "--inventory", str(three), timeout=900)
+    assert main_pids({name: h for name, h in hosts.items() if name != OUTSIDER}) == before
+    assert tcp_from(outsider, worker.address, DEFAULTS["ray_metrics_export_port"]) == "refused"
 
 
 def test_doctor_names_a_node_whose_rules_differ_and_deploy_repairs_them_without_a_restart(deployed) -> None:
