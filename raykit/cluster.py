@@ -195,10 +195,19 @@ def version_rows(state: dict[str, Any]) -> list[dict[str, str]]:
             "ray": info["environment"]["ray"],
             "packages": str(info["environment"]["packages"]),
             "digest": info["environment"]["digest"][:12],
-            "status": "; ".join(info["environment"]["problems"]) or "ok",
+            "status": "; ".join(info["environment"]["problems"] + _runs_elsewhere(info["environment"])) or "ok",
         }
         for host, info in state["hosts"].items()
     ]
+
+
+def _runs_elsewhere(environment: dict[str, Any]) -> list[str]:
+    """The node runs another environment than the pins' (rolled back, or provisioned but not
+    deployed yet): what it runs, and the fix."""
+    runs = environment.get("runs", environment.get("env", ""))
+    if runs in ("", environment.get("env", "")):
+        return []
+    return [f"runs {runs.rsplit('/', 1)[-1]}, not the pins' environment: `invoke deploy` switches to it"]
 
 
 def _num(value: float | None) -> str:

@@ -51,15 +51,25 @@ def lock_file(out_dir: Path, arch: str) -> Path:
     return out_dir / f"cluster-{arch}.txt"
 
 
-def ray_known_extras(ray_version: str) -> list[str]:
-    """Ray's extras, read from the controller's own Ray, which must be the cluster's version."""
-    installed = importlib.metadata.version("ray")
-    if installed != ray_version:
-        raise LockError(
-            f"ray_version {ray_version} differs from the controller's job client (Ray {installed}); "
-            f"pin ray[default]=={ray_version} in requirements.in as well"
-        )
-    return sorted(importlib.metadata.metadata("ray").get_all("Provides-Extra") or [])
+def ray_known_extras(ray_version: str, python_version: str, arch: str) -> list[str]:
+    """Ray's extras: from the controller's own Ray when it is the pinned version, else from the
+    pinned wheel's metadata, which pip reads from the package index without the wheel."""
+    if importlib.metadata.version("ray") == ray_version:
+        return sorted(importlib.metadata.metadata("ray").get_all("Provides-Extra") or [])
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [
+            sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-deps", "--ignore-installed",
+            "--only-binary", ":all:", "--python-version", python_version,
+            # pip does not widen a manylinux tag to the older ones the wheels carry.
+            *(arg for tag in (MANYLINUX, "manylinux_2_17", "manylinux2014") for arg in ("--platform", f"{tag}_{arch}")),
+            "--target", tmp, "--report", f"{tmp}/report.json",
+            f"ray=={ray_version}",
+        ]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise LockError(f"pip could not find Ray {ray_version}: {result.stderr.strip()}")
+        metadata = json.loads(Path(tmp, "report.json").read_text())["install"][0]["metadata"]
+    return sorted(metadata.get("provides_extra") or [])
 
 
 def header(pins: Pins, arch: str, known_extras: list[str], python_source: dict[str, str]) -> str:
@@ -84,7 +94,7 @@ def unknown_extras(extras: list[str] | tuple[str, ...], known: list[str], ray_ve
 
 def compile_lock(pins: Pins, arch: str, out_dir: Path, uv: str, python_source: dict[str, str]) -> bool:
     """Resolve the pins for one architecture; returns whether the lock file changed."""
-    known = ray_known_extras(pins.ray_version)
+    known = ray_known_extras(pins.ray_version, pins.python_version, arch)
     for problem in unknown_extras(pins.ray_extras, known, pins.ray_version):
         raise LockError(problem)
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python-cache", type=Path, default=pybuild.CACHE, help="controller folder for the source")
     args = parser.parse_args(argv)
     pins = Pins(args.python, args.ray, tuple(args.extra), tuple(args.package))
+    installed = importlib.metadata.version("ray")
+    if installed != pins.ray_version:
+        print(
+            f"note: the controller's job client is Ray {installed}, not {pins.ray_version}: "
+            f"pin ray[default]=={pins.ray_version} in requirements.in too before deploying these pins",
+            file=sys.stderr,
+        )
     try:
         url = pybuild.source_url(args.python, args.python_source_url)
         _, sha256 = pybuild.fetch(url, None, args.python_cache.expanduser())

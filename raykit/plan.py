@@ -4,6 +4,7 @@ computed here once (the roles' filter plugins call these; the templates only pri
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -74,3 +75,29 @@ def node_plan(
 def join_members(hosts: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """Each host (its hostvars) as the join check names its node: host -> "IP=CPUS"."""
     return {host["inventory_hostname"]: member(host["_ray_node_address"], host["_ray_expected_cpus"]) for host in hosts}
+
+
+ENV_NAME = re.compile(r"ray-(?P<ray>[^/-]+)-py(?P<python>[^/-]+)$")
+
+
+def env_links(paths: Mapping[str, Mapping[str, str]], links: Sequence[str], env: str) -> dict[str, str]:
+    """Each of deploy's links (current, previous, older) to its target once the cluster runs env:
+    env, then the environments the links named before, newest first, each once (a rollback
+    swaps current and previous, and older stays)."""
+    named = [paths.get(link, {}) for link in links]
+    targets = dict.fromkeys([env, *(state["target"] for state in named if state.get("type") == "link")])
+    return dict(zip(links, targets, strict=False))
+
+
+def link_target(paths: Mapping[str, Mapping[str, str]], link: str) -> str:
+    """Where a link the probe read points ('' when it is not a link)."""
+    state = paths.get(link, {})
+    return state["target"] if state.get("type") == "link" else ""
+
+
+def env_pins(env: str) -> dict[str, str]:
+    """Ray's and Python's versions from an environment's folder (ray-X.Y.Z-pyA.B.C)."""
+    found = ENV_NAME.search(env)
+    if not found:
+        raise ValueError(f"not an environment of the kit's: {env}")
+    return {"ray_version": found["ray"], "ray_python_version": found["python"]}

@@ -9,7 +9,7 @@ import time
 
 from invoke import Collection, Context, task
 
-from tasks.bench import bench_cluster, bench_faults, bench_lab, bench_python, bench_run, bench_tls
+from tasks.bench import bench_cluster, bench_faults, bench_lab, bench_python, bench_run, bench_tls, bench_upgrade
 from tasks.cluster import (
     dashboard,
     deploy,
@@ -23,6 +23,7 @@ from tasks.cluster import (
     remove,
     reset,
     restart,
+    rollback,
     start,
     status,
     stop,
@@ -65,6 +66,7 @@ bench.add_task(bench_faults, name="faults")
 bench.add_task(bench_python, name="python")
 bench.add_task(bench_tls, name="tls")
 bench.add_task(bench_run, name="run")
+bench.add_task(bench_upgrade, name="upgrade")
 ns = Collection(
     demo,
     lint,
@@ -85,6 +87,7 @@ ns = Collection(
     undrain,
     remove,
     reboot_hosts,
+    rollback,
     reset,
     run,
     examples,

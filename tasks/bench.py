@@ -12,8 +12,11 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 from invoke import Context, Exit, task
@@ -21,7 +24,7 @@ from invoke import Context, Exit, task
 from raykit import cluster, pybuild
 from raykit import lab as labkit
 from raykit.ssh import ssh_argv
-from tasks.cluster import deploy, provision, reset, stop
+from tasks.cluster import deploy, lock, provision, reset, rollback, stop
 from tasks.common import (
     INVENTORY_HELP,
     ROOT,
@@ -49,6 +52,18 @@ def lab_only(c: Context, inventory: str | None, task_name: str) -> None:
             f"({lab_inventory_path.relative_to(ROOT)}, made by `invoke lab.up`), not on {given}; nothing was changed",
             code=2,
         )
+
+
+def lab_variant(c: Context, tmp: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """The lab's inventory, edited, beside the same group_vars (in tmp)."""
+    lab_inventory = ROOT / c.config.lab.inventory
+    variant = tmp / "inventory" / "variant.yml"
+    variant.parent.mkdir()
+    (variant.parent / "group_vars").symlink_to(lab_inventory.parent / "group_vars")
+    hosts = yaml.safe_load(lab_inventory.read_text())
+    edit(hosts)
+    variant.write_text(yaml.safe_dump(hosts))
+    return variant
 
 
 @task(help={"cold": "also delete the cached base image first (measures debootstrap too)"})
@@ -209,15 +224,10 @@ def bench_tls(c: Context, runs: int = 3) -> None:
     """Measure every example on the lab without and with ray_tls, in turn (deploy switches the
     cluster each time; it ends without TLS)."""
     lab_only(c, None, "bench.tls")
-    lab_inventory = ROOT / c.config.lab.inventory
     with tempfile.TemporaryDirectory() as tmp:
-        # The lab's inventory with ray_tls on, beside the same group_vars.
-        tls_inventory = Path(tmp) / "inventory" / "tls.yml"
-        tls_inventory.parent.mkdir()
-        (tls_inventory.parent / "group_vars").symlink_to(lab_inventory.parent / "group_vars")
-        hosts = yaml.safe_load(lab_inventory.read_text())
-        hosts["all"].setdefault("vars", {})["ray_tls"] = True
-        tls_inventory.write_text(yaml.safe_dump(hosts))
+        tls_inventory = lab_variant(
+            c, Path(tmp), lambda hosts: hosts["all"].setdefault("vars", {}).update(ray_tls=True)
+        )
         seconds: dict[str, dict[str, list[float]]] = {}
         try:
             for _ in range(runs):
@@ -278,3 +288,70 @@ def bench_run(c: Context, runs: int = 5, inventory: str | None = None) -> None:
     print_table(rows)
     ratio = medians["invoke run"]["wall"] / medians["ray job submit"]["wall"]
     say(f"bench: invoke run / ray job submit, wall time: {ratio:.2f}x ({runs} runs each, interleaved)")
+
+
+class Outage:
+    """Watches Ray's alive nodes from the controller every 0.2 s: from the first change to the
+    nodes it started with (one gone, or the dashboard not answering) until every IP has a new
+    node alive again."""
+
+    def __init__(self, state: dict[str, str], ips: set[str]) -> None:
+        self.state, self.ips = state, sorted(ips)
+        self.before = set(cluster.alive_nodes(state))
+        self.down: float | None = None
+        self.up: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                alive = cluster.alive_nodes(self.state)
+            except Exception:  # the head is restarting: down
+                alive = {}
+            now = time.monotonic()
+            if self.down is None and set(alive) != self.before:
+                self.down = now
+            if self.down is not None and sorted(alive.values()) == self.ips and not set(alive) & self.before:
+                self.up = now
+                return
+
+    def seconds(self) -> float:
+        self._thread.join(timeout=120)
+        self._stop.set()
+        if self.down is None or self.up is None:
+            raise Exit("error: the cluster did not go down and come back whole while watched", code=1)
+        return self.up - self.down
+
+
+@task(help={"old": "the Ray version to go from (default 2.59.0)", "runs": "upgrades and rollbacks (default 3)"})
+def bench_upgrade(c: Context, old: str = "2.59.0", runs: int = 3) -> None:
+    """Measure the stop of an upgrade (deploy of the pins' Ray over OLD) and of a rollback on
+    the lab, as Ray's State API sees it from the controller; it ends on the pins."""
+    lab_only(c, None, "bench.upgrade")
+
+    def pin_old(hosts: dict[str, Any]) -> None:  # host variables beat group_vars
+        for group in hosts["all"]["children"].values():
+            for hvars in group["hosts"].values():
+                hvars.update(ray_version=old, ray_lock_dir=f"{tmp}/locks")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        old_inventory = lab_variant(c, Path(tmp), pin_old)
+        lock(c, inventory=str(old_inventory), out=f"{tmp}/locks")
+        provision(c, inventory=str(old_inventory))
+        provision(c)
+        state = cluster_state(c, None)
+        ips = {host["ip"] for host in state["hosts"].values()}
+        seconds: dict[str, list[float]] = {"upgrade (deploy)": [], "rollback": []}
+        try:
+            deploy(c, inventory=str(old_inventory))
+            for _ in range(runs):
+                for name, step in (("upgrade (deploy)", lambda: deploy(c)), ("rollback", lambda: rollback(c))):
+                    outage = Outage(state, ips)
+                    step()
+                    seconds[name].append(outage.seconds())
+        finally:
+            deploy(c)
+    print_table([{"switch": name, "stop s (median)": f"{statistics.median(v):.1f}",
+                  "runs": " ".join(f"{x:.1f}" for x in v)} for name, v in seconds.items()])  # fmt: skip

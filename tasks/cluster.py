@@ -62,10 +62,27 @@ def provision(c: Context, inventory: str | None = None, check: bool = False, dee
 def deploy(c: Context, inventory: str | None = None, check: bool = False, force: bool = False, wait: int = 0) -> None:
     """Start the head, then the workers, under systemd; wait until every node is alive in Ray.
     A head restart is refused while jobs run, unless --force or --wait lets them end."""
-    args = (["--check"] if check else []) + (["-e", "raykit_jobs_force=true"] if force else [])
-    args += ["-e", f"raykit_jobs_wait={int(wait)}"] if wait else []
     with step("deploy"):
-        playbook(c, "deploy", inventory, *args)
+        playbook(c, "deploy", inventory, *_deploy_args(check, force, wait))
+
+
+@task(
+    help={
+        "inventory": INVENTORY_HELP,
+        "force": "restart the head even while jobs run (they end)",
+        "wait": "seconds to wait for running jobs to end before restarting the head",
+    }
+)
+def rollback(c: Context, inventory: str | None = None, force: bool = False, wait: int = 0) -> None:
+    """Go back to the environment (Ray and Python) the cluster ran before deploy's last switch,
+    with the inventory's settings; a second rollback goes forward again. Deploy runs the pins."""
+    with step("rollback"):
+        playbook(c, "deploy", inventory, "-e", "raykit_rollback=true", *_deploy_args(False, force, wait))
+
+
+def _deploy_args(check: bool, force: bool, wait: int) -> list[str]:
+    args = (["--check"] if check else []) + (["-e", "raykit_jobs_force=true"] if force else [])
+    return args + (["-e", f"raykit_jobs_wait={int(wait)}"] if wait else [])
 
 
 @task(help={"inventory": INVENTORY_HELP, "json": "print JSON instead of a table"})
@@ -90,7 +107,10 @@ def versions(c: Context, inventory: str | None = None, json_: bool = False) -> N
     )
     show(rows, json_)
     if any(row["status"] != "ok" for row in rows):
-        raise Exit("error: the hosts are not identical to the pins (see status); run `invoke provision`", code=1)
+        raise Exit(
+            "error: the hosts are not identical to the pins (see status); `invoke provision`, then `invoke deploy`",
+            code=1,
+        )
 
 
 @task(help={"inventory": INVENTORY_HELP, "json": "print JSON instead of a table"})

@@ -230,7 +230,7 @@ def test_a_rolling_reboot_reboots_each_worker_once_and_the_head_only_when_asked(
     workers = [name for name in deployed if name != HEAD]
     for host in deployed.values():
         host.ssh("sudo touch /run/raykit-test-boot")
-    job = RunningJob(state, tasks=900)
+    job = RunningJob(state, tasks=360)  # about a minute: the two workers reboot in about 20 s
     invoke("reboot", "--rolling", timeout=1200)
     job.assert_running()  # the reboots ended while the job ran
     assert boot_marks(deployed) == {HEAD: "kept", **dict.fromkeys(workers, "gone")}

@@ -225,10 +225,12 @@ def test_a_pin_change_reverses_the_roles_and_deploy_switches(mixed: dict[str, La
         **{name: "built: debian-12-x86_64" for name in hosts if name != TRIXIE},
         TRIXIE: "system",
     }
-    # The old environments and the old build are gone: nothing uses them.
-    for name, host in hosts.items():
-        listing = host.ssh("ls /opt/ray/venvs /opt/ray/python").stdout.split()
-        assert not [entry for entry in listing if PIN in entry], (name, listing)
+    # The old pin's environment stays, as previous (for `invoke rollback`), on the interpreter it ran.
+    old = f"/opt/ray/venvs/ray-{PINS['ray_version']}-py{PIN}"
+    assert {name: h.ssh("readlink /opt/ray/previous").stdout.strip() for name, h in hosts.items()} == dict.fromkeys(
+        hosts, old
+    )
+    assert {name: env_python(h, old) for name, h in hosts.items()} == ON_THE_PINS
     # On the new pin as on the old: a second provision changes nothing, and every example passes.
     counts = recap(provision(inventory).stdout)
     assert {name: counts[name]["changed"] for name in hosts} == dict.fromkeys(hosts, 0)
@@ -249,13 +251,12 @@ def test_the_build_provider_gives_every_host_the_kits_build(mixed_lab: dict[str,
         name: f"built: debian-{12 if name != TRIXIE else 13}-x86_64" for name in hosts
     }
     assert {rows[name]["status"] for name in hosts} == {"ok"}
-    # Back to the default provider: the bookworm hosts' builds are unused, and deploy removes them.
+    # Back to the default provider: the bookworm hosts' builds of the pin are unused, and deploy
+    # removes them (an environment the links keep for a rollback may keep another build).
     provision()
     deploy(hosts)
-    assert {name: h.ssh("ls -A /opt/ray/python").stdout.split() for name, h in hosts.items()} == {
-        **{name: [] for name in hosts if name != TRIXIE},
-        TRIXIE: [PIN, f"{PIN}.manifest.json"],
-    }
+    trees = {name: h.ssh("ls -A /opt/ray/python").stdout.split() for name, h in hosts.items()}
+    assert {name: PIN in found for name, found in trees.items()} == {name: name == TRIXIE for name in hosts}, trees
     assert {name: env_python(h) for name, h in hosts.items()} == ON_THE_PINS
 
 

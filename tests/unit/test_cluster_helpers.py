@@ -292,3 +292,19 @@ def test_deploys_calls_to_ray_go_through_the_endpoints_tunnel_when_it_has_one() 
     tunnel = {**direct, "dashboard_url": "http://127.0.0.1:8265", "ssh": ["ssh", "ops@h"]}
     argv = shlex.split(cluster.call(tunnel, "/py", "wait", 120, ["10.0.0.1=2"]))
     assert argv[-3:] == ["--tunnel", '["ssh", "ops@h"]', "10.0.0.1=2"]
+
+
+def test_a_node_running_another_environment_than_the_pins_is_named_with_the_fix() -> None:
+    pinned = "/opt/ray/venvs/ray-2.60.0-py3.11.2"
+    env = {"python": "3.11.2", "ray": "2.60.0", "packages": 75, "digest": "ab" * 32, "problems": [], "env": pinned}
+    state = {
+        "hosts": {
+            "raylab-1": {"environment": {**env, "runs": pinned}},
+            "raylab-2": {"environment": {**env, "runs": "/opt/ray/venvs/ray-2.59.0-py3.11.2"}},
+        }
+    }
+    rows = {r["host"]: r["status"] for r in cluster.version_rows(state)}
+    assert rows == {
+        "raylab-1": "ok",
+        "raylab-2": "runs ray-2.59.0-py3.11.2, not the pins' environment: `invoke deploy` switches to it",
+    }

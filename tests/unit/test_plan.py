@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import pytest
+
 from raykit import plan as kit
 
 GIB = 1024**3
@@ -85,3 +87,20 @@ def test_each_host_is_named_for_the_join_check_as_ray_reports_its_node() -> None
         {"inventory_hostname": "h2", "_ray_node_address": "10.0.0.2", "_ray_expected_cpus": 1},
     ]
     assert kit.join_members(hosts) == {"h1": "10.0.0.1=4", "h2": "10.0.0.2=1"}
+
+
+def test_a_switch_moves_current_previous_and_older_and_a_rollback_swaps_two() -> None:
+    links = ["/opt/ray/current", "/opt/ray/previous", "/opt/ray/older"]
+
+    def paths(*targets: str) -> dict[str, dict[str, str]]:
+        return {link: {"type": "link", "target": t} for link, t in zip(links, targets, strict=False)}
+
+    a, b, c, d = (f"/opt/ray/venvs/ray-2.{n}.0-py3.11.2" for n in (57, 58, 59, 60))
+    assert kit.env_links({}, links, d) == {links[0]: d}  # a first deploy
+    assert kit.env_links(paths(c, b, a), links, d) == dict(zip(links, [d, c, b], strict=True))  # a gone
+    assert kit.env_links(paths(d, c, b), links, c) == dict(zip(links, [c, d, b], strict=True))  # rollback
+    assert kit.env_links(paths(d, c, b), links, d) == dict(zip(links, [d, c, b], strict=True))  # no switch
+    assert kit.link_target(paths(d, c), links[1]) == c and kit.link_target(paths(d), links[1]) == ""
+    assert kit.env_pins(c) == {"ray_version": "2.59.0", "ray_python_version": "3.11.2"}
+    with pytest.raises(ValueError, match="not an environment of the kit's"):
+        kit.env_pins("/tmp")

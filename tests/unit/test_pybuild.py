@@ -239,12 +239,15 @@ def test_deploy_removes_only_what_the_cluster_no_longer_uses(tmp_path: Path) -> 
         (tmp_path / f"python/{version}.manifest.json").write_text("{}")
         return path / f"bin/python{version[:4]}"
 
-    def point_current_at(path: Path) -> None:
-        (tmp_path / "current").unlink(missing_ok=True)
-        (tmp_path / "current").symlink_to(path)
+    def point_current_at(path: Path, link: str = "current") -> None:
+        (tmp_path / link).unlink(missing_ok=True)
+        (tmp_path / link).symlink_to(path)
+
+    links = [str(tmp_path / name) for name in ("current", "previous", "older")]
 
     def stale(keep: Path) -> list[str]:
-        return sorted(str(Path(path).relative_to(tmp_path)) for path in report.stale(str(tmp_path), [str(keep)]))
+        found = report.stale(str(tmp_path), [str(keep)], links)
+        return sorted(str(Path(path).relative_to(tmp_path)) for path in found)
 
     old, new = env("3.11.2", tree("3.11.2")), env("3.13.5", tree("3.13.5"))
     point_current_at(old)  # provision staged the new pin; the cluster runs the old one until deploy
@@ -255,3 +258,6 @@ def test_deploy_removes_only_what_the_cluster_no_longer_uses(tmp_path: Path) -> 
     # The provider switched to the distro's python: the kit's build is unused from then on.
     new = env("3.13.5", Path("/usr/bin/python3.13"))
     assert stale(new) == sorted([*gone, "python/3.13.5", "python/3.13.5.manifest.json"])
+    # Kept for a rollback: the environment previous names, and the kit's build it runs on.
+    point_current_at(old, "previous")
+    assert stale(new) == ["python/3.13.5", "python/3.13.5.manifest.json"]

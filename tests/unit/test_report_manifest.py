@@ -104,3 +104,23 @@ def test_uvs_lock_file_writable_by_all_is_closed_before_the_manifest(tmp_path: P
     lock.chmod(0o666)
     report.write_manifest(str(env))
     assert lock.stat().st_mode & 0o777 == 0o644 and report.tampering(str(env), deep=False)["trusted"]
+
+
+def test_a_snapshot_restores_each_file_with_its_mode_and_content(tmp_path: Path) -> None:
+    settings = tmp_path / "etc/ray"
+    settings.mkdir(parents=True)
+    (settings / "ray.env").write_text("OLD=1\n")
+    (settings / "auth_token").write_text("secret\n")
+    (settings / "auth_token").chmod(0o440)
+    kept = tmp_path / "kept"
+    files = [str(settings / "ray.env"), str(settings / "auth_token"), str(settings / "tls-node.key")]
+    assert report.snapshot(str(kept), files) == files[:2]  # a missing file is skipped
+    assert (kept.stat().st_mode & 0o777) == 0o700
+    (settings / "ray.env").write_text("NEW=1\n")
+    (settings / "auth_token").chmod(0o644)
+    # restore() writes to the absolute paths the copies sit under: here, below tmp_path.
+    copies = kept / str(tmp_path).lstrip("/")
+    assert report.restore(str(kept)) == sorted(files[:2])
+    assert (settings / "ray.env").read_text() == "OLD=1\n"
+    assert ((settings / "auth_token").stat().st_mode & 0o777) == 0o440
+    assert copies.exists()  # kept for another restore

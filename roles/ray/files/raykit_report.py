@@ -75,7 +75,7 @@ def probe(spec):
         "machine_id": read_text("/etc/machine-id").strip(),
         "paths": {path: path_state(path) for path in spec["paths"]},
         "python_tree": python_tree(spec["python_tree"], spec["deep"]),
-        "stale": stale(spec["prefix"], spec["keep"]),
+        "stale": stale(spec["prefix"], spec["keep"], spec["links"]),
         "user": user_state(spec["user"]),
         # Preflight refuses to make Ray's user of root or of a person's account.
         "user_uid": uid_of(spec["user"]),
@@ -282,6 +282,39 @@ def env_files(env):
     return found, loose
 
 
+def snapshot(folder, paths):
+    """Copy the files that exist, with their owners, modes and times, under folder (made anew,
+    root's alone: the token is among them), each at its own path."""
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder, mode=0o700)
+    kept = []
+    for path in paths:
+        if os.path.isfile(path):
+            copy = os.path.join(folder, path.lstrip("/"))
+            os.makedirs(os.path.dirname(copy), mode=0o700, exist_ok=True)
+            shutil.copy2(path, copy)
+            st = os.stat(path)
+            os.chown(copy, st.st_uid, st.st_gid)
+            kept.append(path)
+    return kept
+
+
+def restore(folder):
+    """Put every file snapshot() kept back at its path, as it was (each replaced in one rename)."""
+    restored = []
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            copy = os.path.join(root, name)
+            path = "/" + os.path.relpath(copy, folder)
+            st = os.stat(copy)
+            fresh = path + ".raykit-restore"
+            shutil.copy2(copy, fresh)
+            os.chown(fresh, st.st_uid, st.st_gid)
+            os.replace(fresh, path)
+            restored.append(path)
+    return sorted(restored)
+
+
 def write_manifest(env):
     """Provision, right after installing as root: what every file of env is, kept beside it.
     Nothing in env stays writable by others (uv makes its lock file writable by all)."""
@@ -370,10 +403,11 @@ def python_tree(tree, deep=False):
     }
 
 
-def stale(prefix, keep):
+def stale(prefix, keep, links=()):
     """The environments and interpreters (and their manifests) nothing uses: kept are keep's
-    environments, current's, and the kit's builds they were made from (where their python is)."""
-    envs = {*keep, os.path.realpath(os.path.join(prefix, "current"))}
+    environments, those deploy's links name (the cluster's and the two before it, for a
+    rollback), and the kit's builds they were made from (where their python is)."""
+    envs = {*keep, *(os.path.realpath(link) for link in links if os.path.islink(link))}
     pythons = [os.path.realpath(os.path.join(env, "bin", "python")) for env in envs]
     trees = glob.glob(os.path.join(glob.escape(prefix), "python", "*"))
     kept = envs | {tree for tree in trees if any(python.startswith(tree + os.sep) for python in pythons)}
@@ -501,6 +535,9 @@ def report(env, tree, lock_text, deep=False):
         "trusted": files["trusted"],
         "exists": True,
         "env": env,
+        # What deploy's current link names: the environment the nodes run (a rollback's, or
+        # the one before a provision that deploy has not switched to yet).
+        "runs": os.path.realpath(os.path.join(os.path.dirname(os.path.dirname(env)), "current")),
     }
 
 
@@ -595,6 +632,12 @@ if __name__ == "__main__":
         print(json.dumps(install_packages(sys.argv[2], json.loads(sys.argv[3]))))
     elif sys.argv[1] == "install-build":
         print(json.dumps(install_build(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5], sys.argv[6])))
+    elif sys.argv[1] == "snapshot":
+        print(json.dumps(snapshot(sys.argv[2], sys.argv[3:])))
+    elif sys.argv[1] == "restore":
+        print(json.dumps(restore(sys.argv[2])))
+    elif sys.argv[1] == "stale":
+        print(json.dumps(stale(sys.argv[2], [], json.loads(sys.argv[3]))))
     elif sys.argv[1] == "report":
         print(json.dumps(report(sys.argv[2], sys.argv[3], sys.stdin.read(), deep=sys.argv[4:] == ["deep"])))
     else:
