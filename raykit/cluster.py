@@ -204,8 +204,8 @@ def version_rows(state: dict[str, Any]) -> list[dict[str, str]]:
 def _runs_elsewhere(environment: dict[str, Any]) -> list[str]:
     """The node runs another environment than the pins' (rolled back, or provisioned but not
     deployed yet): what it runs, and the fix."""
-    runs = environment.get("runs", environment.get("env", ""))
-    if runs in ("", environment.get("env", "")):
+    runs = environment.get("runs", "")
+    if not runs:
         return []
     return [f"runs {runs.rsplit('/', 1)[-1]}, not the pins' environment: `invoke deploy` switches to it"]
 

@@ -9,7 +9,16 @@ import time
 
 from invoke import Collection, Context, task
 
-from tasks.bench import bench_cluster, bench_faults, bench_lab, bench_python, bench_run, bench_tls, bench_upgrade
+from tasks.bench import (
+    bench_cluster,
+    bench_faults,
+    bench_grow,
+    bench_lab,
+    bench_python,
+    bench_run,
+    bench_tls,
+    bench_upgrade,
+)
 from tasks.cluster import (
     dashboard,
     deploy,
@@ -66,6 +75,7 @@ bench.add_task(bench_faults, name="faults")
 bench.add_task(bench_python, name="python")
 bench.add_task(bench_tls, name="tls")
 bench.add_task(bench_run, name="run")
+bench.add_task(bench_grow, name="grow")
 bench.add_task(bench_upgrade, name="upgrade")
 ns = Collection(
     demo,

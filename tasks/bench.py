@@ -113,6 +113,24 @@ def bench_cluster(c: Context, inventory: str | None = None) -> None:
         say(f"bench: bytes sent per host by a cold provision: {tar.stat().st_size} ({tar.parent.name})")
 
 
+@task()
+def bench_grow(c: Context) -> None:
+    """Measure adding a fresh host to the running lab cluster: lab.up one host more, then
+    provision and deploy until its node is alive (the others keep running); the lab keeps it."""
+    lab_only(c, None, "bench.grow")
+    deploy(c)
+    before = cluster_state(c, None)["hosts"]
+    up(c, hosts=str(len(before) + 1))
+    figures = []
+    for name, action in (("provision (the new host; the others no-op)", lambda: provision(c)),
+                         ("deploy (to its node alive; the others keep running)", lambda: deploy(c))):  # fmt: skip
+        start = time.monotonic()
+        action()
+        figures.append({"step": name, "seconds": f"{time.monotonic() - start:.1f}"})
+    figures.append({"step": "in all", "seconds": f"{sum(float(f['seconds']) for f in figures):.1f}"})
+    print_table(figures)
+
+
 @task(
     help={
         "hosts": "lab size for both runs (default 4)",

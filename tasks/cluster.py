@@ -281,7 +281,8 @@ def undrain(c: Context, host: str, inventory: str | None = None) -> None:
     """Bring a drained worker back: deploy starts its node again."""
     with step("undrain"):
         playbook(c, "drain", inventory, "-e", _drain_vars(host, False))
-        playbook(c, "deploy", inventory)
+        # On the environment the others run: a rollback's stays, new pins wait for `deploy`.
+        playbook(c, "deploy", inventory, "-e", "raykit_keep_env=true")
 
 
 def _drain_vars(host: str, drain: bool) -> str:
@@ -340,7 +341,7 @@ def token_rotate(c: Context, inventory: str | None = None) -> None:
     with step("token.rotate"):
         playbook(c, "rotate", inventory)
         # The head's dashboard now refuses the old token, so deploy could not ask it which jobs run.
-        playbook(c, "deploy", inventory, "-e", "raykit_jobs_force=true")
+        playbook(c, "deploy", inventory, "-e", "raykit_jobs_force=true", "-e", "raykit_keep_env=true")
 
 
 @task(help={"yes": "really remove Ray from every host", "inventory": INVENTORY_HELP})

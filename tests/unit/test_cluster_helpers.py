@@ -295,11 +295,10 @@ def test_deploys_calls_to_ray_go_through_the_endpoints_tunnel_when_it_has_one() 
 
 
 def test_a_node_running_another_environment_than_the_pins_is_named_with_the_fix() -> None:
-    pinned = "/opt/ray/venvs/ray-2.60.0-py3.11.2"
-    env = {"python": "3.11.2", "ray": "2.60.0", "packages": 75, "digest": "ab" * 32, "problems": [], "env": pinned}
+    env = {"python": "3.11.2", "ray": "2.60.0", "packages": 75, "digest": "ab" * 32, "problems": []}
     state = {
         "hosts": {
-            "raylab-1": {"environment": {**env, "runs": pinned}},
+            "raylab-1": {"environment": {**env, "runs": ""}},
             "raylab-2": {"environment": {**env, "runs": "/opt/ray/venvs/ray-2.59.0-py3.11.2"}},
         }
     }

@@ -535,10 +535,17 @@ def report(env, tree, lock_text, deep=False):
         "trusted": files["trusted"],
         "exists": True,
         "env": env,
-        # What deploy's current link names: the environment the nodes run (a rollback's, or
-        # the one before a provision that deploy has not switched to yet).
-        "runs": os.path.realpath(os.path.join(os.path.dirname(os.path.dirname(env)), "current")),
+        # Another environment than this one, where deploy's current link names it: the one the
+        # nodes run (a rollback's, or the one before a provision not deployed yet); "" if none.
+        "runs": runs_elsewhere(env),
     }
+
+
+def runs_elsewhere(env):
+    current = os.path.join(os.path.dirname(os.path.dirname(env)), "current")
+    if not os.path.islink(current) or os.path.realpath(current) == os.path.realpath(env):
+        return ""
+    return os.path.realpath(current)
 
 
 def service(unit, marker, files=()):
@@ -637,7 +644,7 @@ if __name__ == "__main__":
     elif sys.argv[1] == "restore":
         print(json.dumps(restore(sys.argv[2])))
     elif sys.argv[1] == "stale":
-        print(json.dumps(stale(sys.argv[2], [], json.loads(sys.argv[3]))))
+        print(json.dumps(stale(sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4]))))
     elif sys.argv[1] == "report":
         print(json.dumps(report(sys.argv[2], sys.argv[3], sys.stdin.read(), deep=sys.argv[4:] == ["deep"])))
     else:
