@@ -41,12 +41,18 @@ print("versions:", sorted({ray.__version__, *ray.get([version.remote() for _ in 
 
 
 @pytest.fixture(scope="module")
-def old_pins(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An inventory pinning Ray OLD, with its own lock (made once for the module)."""
-    tmp = tmp_path_factory.mktemp("old_pins")
-    locks = tmp / "locks"
-    inventory = write_inventory_variant(tmp, on_every_host(ray_version=OLD, ray_lock_dir=str(locks)))
-    invoke("lock", "--inventory", str(inventory), "--out", str(locks), timeout=900)
+def old_locks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the lock of the pins with Ray OLD goes (made once for the module, by old_pins)."""
+    return tmp_path_factory.mktemp("old_locks")
+
+
+@pytest.fixture
+def old_pins(deployed: dict[str, LabHost], old_locks: Path, tmp_path: Path) -> Path:
+    """The lab's inventory as it is now, pinning Ray OLD, with its own lock."""
+    (tmp_path / "old").mkdir()  # apart from the variants the tests write in tmp_path
+    inventory = write_inventory_variant(tmp_path / "old", on_every_host(ray_version=OLD, ray_lock_dir=str(old_locks)))
+    if not any(old_locks.iterdir()):
+        invoke("lock", "--inventory", str(inventory), "--out", str(old_locks), timeout=900)
     return inventory
 
 
@@ -133,6 +139,7 @@ def test_a_new_head_that_exits_sends_every_node_back_on_its_own(
             "RAY_raylet_liveness_self_check_interval_ms": "5 s"
         }
         inv["vars"]["ray_join_timeout"] = 30
+        inv["vars"]["ray_start_timeout_sec"] = 30  # the head's start gives up sooner
 
     failing = write_inventory_variant(tmp_path, new_pins_and_a_head_ray_cannot_start)
     invoke("provision", timeout=1800)
