@@ -89,6 +89,16 @@ def stop_began(hosts: dict[str, LabHost]) -> float:
     return min(int(h.ssh(prop).stdout.strip()) for h in hosts.values()) / 1e6
 
 
+def switch_and_check(hosts: dict[str, LabHost], tmp_path: Path, command: str, to: str, kept: str) -> None:
+    """Run deploy or rollback; every node then runs `to`, current and previous name `to` and `kept`."""
+    invoke(command, timeout=900)
+    print(f"{command}: stop to every node alive <= {time.monotonic() - stop_began(hosts):.1f} s")
+    raycluster.wait_for_cluster(ray_state(hosts), all_ips(hosts), timeout=60)
+    assert node_envs(hosts) == dict.fromkeys(hosts, ENVS[to])
+    assert {name: tuple(links(h)[:2]) for name, h in hosts.items()} == dict.fromkeys(hosts, (ENVS[to], ENVS[kept]))
+    assert ray_versions(tmp_path) == f"versions: ['{to}']"
+
+
 @pytest.fixture
 def on_old(deployed: dict[str, LabHost], old_pins: Path) -> dict[str, LabHost]:
     """The lab's cluster running Ray OLD."""
@@ -101,7 +111,7 @@ def on_old(deployed: dict[str, LabHost], old_pins: Path) -> dict[str, LabHost]:
 def test_an_upgrade_switches_every_node_and_rollback_brings_the_old_one_back(
     on_old: dict[str, LabHost], old_pins: Path, tmp_path: Path
 ) -> None:
-    hosts, state = on_old, ray_state(on_old)
+    hosts = on_old
     assert ray_versions(tmp_path, old_pins) == f"versions: ['{OLD}']"
     # The pins name NEW again: provision stages it beside the running cluster, which keeps OLD.
     invoke("provision", timeout=1800)
@@ -110,20 +120,10 @@ def test_an_upgrade_switches_every_node_and_rollback_brings_the_old_one_back(
     rows = {row["host"]: row for row in json.loads(invoke("versions", "--json", check=False).stdout)}
     assert all(f"runs ray-{OLD}-py{PY}" in rows[name]["status"] for name in hosts), rows
     # deploy switches: every node runs NEW, and keeps OLD for a rollback.
-    invoke("deploy", timeout=900)
-    print(f"upgrade: stop to every node alive <= {time.monotonic() - stop_began(hosts):.1f} s")
-    raycluster.wait_for_cluster(state, all_ips(hosts), timeout=60)
-    assert node_envs(hosts) == dict.fromkeys(hosts, ENVS[NEW])
-    assert {name: tuple(links(h)[:2]) for name, h in hosts.items()} == dict.fromkeys(hosts, (ENVS[NEW], ENVS[OLD]))
-    assert ray_versions(tmp_path) == f"versions: ['{NEW}']"
+    switch_and_check(hosts, tmp_path, "deploy", NEW, OLD)
     invoke("versions")  # exit 0: every host runs the pins
     # rollback: OLD again on every node, NEW kept for going forward.
-    invoke("rollback", timeout=900)
-    print(f"rollback: stop to every node alive <= {time.monotonic() - stop_began(hosts):.1f} s")
-    raycluster.wait_for_cluster(state, all_ips(hosts), timeout=60)
-    assert node_envs(hosts) == dict.fromkeys(hosts, ENVS[OLD])
-    assert {name: tuple(links(h)[:2]) for name, h in hosts.items()} == dict.fromkeys(hosts, (ENVS[OLD], ENVS[NEW]))
-    assert ray_versions(tmp_path) == f"versions: ['{OLD}']"
+    switch_and_check(hosts, tmp_path, "rollback", OLD, NEW)
     rolled_back = invoke("versions", check=False)
     assert rolled_back.returncode == 1 and f"runs ray-{OLD}-py{PY}, not the pins' environment" in rolled_back.stdout
 
