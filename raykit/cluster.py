@@ -66,6 +66,24 @@ def auth_mode(state: dict[str, Any]) -> str | None:
         return None
 
 
+PROMETHEUS_HEALTH_PATH = "/api/prometheus_health"
+
+
+def prometheus_health(state: dict[str, Any], timeout: float = 30) -> bool | None:
+    """Whether the dashboard says it reaches its Prometheus (RAY_PROMETHEUS_HOST); None when the
+    dashboard does not answer."""
+    request = urllib.request.Request(
+        state["dashboard_url"] + PROMETHEUS_HEALTH_PATH, headers={"Authorization": f"Bearer {read_token(state)}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return False
+    except (urllib.error.URLError, TimeoutError, ConnectionError):
+        return None
+
+
 def alive_by_ip(nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """node IP -> Ray's entry for the alive node on it."""
     return {n["node_ip"]: n for n in nodes if n.get("state") == "ALIVE"}
@@ -162,6 +180,7 @@ def status_rows(state: dict[str, Any], nodes: list[dict[str, Any]]) -> list[dict
                 "object_store": _gib(res.get("object_store_memory")),
                 "ray": env["ray"],
                 "python": env["python"],
+                "temp_dir": _mib(info.get("temp_dir_bytes")),
             }
         )
     return rows
@@ -216,6 +235,10 @@ def _num(value: float | None) -> str:
 
 def _gib(value: float | None) -> str:
     return "-" if value is None else f"{value / GIB:.1f}G"
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.0f}M"
 
 
 def _duration(seconds: int) -> str:

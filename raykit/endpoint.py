@@ -46,6 +46,10 @@ class Endpoint:
     serve_port: int
     # An ssh command line that reaches the head, for the tunnel.
     ssh: list[str] = field(default_factory=list)
+    # Prometheus (ray_monitoring) as the nodes reach it, and an ssh command line to its host:
+    # the controller always tunnels to it. Empty: no monitoring.
+    prometheus_url: str = ""
+    prometheus_ssh: list[str] = field(default_factory=list)
 
 
 def endpoint(
@@ -56,10 +60,16 @@ def endpoint(
     token_file: str,
     access: str,
     serve_port: int,
+    prometheus_url: str = "",
+    monitor_hostvars: Mapping[str, Any] | None = None,
+    monitor: str = "",
 ) -> dict[str, Any]:
     """The endpoint file's content, from deploy's and status's view of the cluster."""
     ssh = ssh_argv(hostvars, head, options=BATCH) if access == "tunnel" else []
-    return asdict(Endpoint(head, head_ip, dashboard_url, token_file, access, int(serve_port), ssh))
+    monitor_ssh = ssh_argv(monitor_hostvars, monitor, options=BATCH) if prometheus_url and monitor_hostvars else []
+    return asdict(
+        Endpoint(head, head_ip, dashboard_url, token_file, access, int(serve_port), ssh, prometheus_url, monitor_ssh)
+    )
 
 
 def load(head: str) -> Endpoint:
@@ -131,9 +141,9 @@ def tunnel(ssh: list[str], remote_url: str, timeout: float = TUNNEL_TIMEOUT_S) -
                 if proc.poll() is not None:
                     errors.seek(0)
                     said = errors.read().decode(errors="replace").strip() or f"exit {proc.returncode}"
-                    raise ClusterError(f"the SSH tunnel to the dashboard on {ssh[-1]} failed: {said}")
+                    raise ClusterError(f"the SSH tunnel to {remote_url} through {ssh[-1]} failed: {said}")
                 if time.monotonic() > deadline:
-                    message = f"the SSH tunnel to the dashboard on {ssh[-1]} did not open in {timeout:.0f} s"
+                    message = f"the SSH tunnel to {remote_url} through {ssh[-1]} did not open in {timeout:.0f} s"
                     raise ClusterError(message)
                 time.sleep(0.05)
             yield f"http://127.0.0.1:{local}"
@@ -154,6 +164,16 @@ def reach(ep: Endpoint) -> Iterator[str]:
             yield url
     else:
         yield ep.dashboard_url
+
+
+@contextmanager
+def prometheus(ep: Endpoint) -> Iterator[str]:
+    """Prometheus's URL for this controller: a tunnel's local end through its host (it answers
+    the nodes and ray_metrics_allow only)."""
+    if not ep.prometheus_url:
+        raise ClusterError(f"the cluster of head {ep.head} has no monitoring (ray_monitoring is false)")
+    with tunnel(ep.prometheus_ssh, ep.prometheus_url) as url:
+        yield url
 
 
 def shell_env(ep: Endpoint, url: str, shell: str) -> str:

@@ -162,11 +162,13 @@ def ruleset(
     controller: str,
     allow: Mapping[str, list[str]],
     tunnel: bool = False,
+    monitoring: Sequence[int] = (),
 ) -> list[dict[str, Any]]:
     """The node's chains, in the order the input chain jumps to them: each with its ports and
     the sources it accepts, by IP version. A port listed in an earlier chain is decided there.
     nodes: every inventory node's address; allow: ray_admin_cidrs, ray_serve_allow, ray_metrics_allow;
-    tunnel: the controller reaches the dashboard through SSH (ray_dashboard_access)."""
+    tunnel: the controller reaches the dashboard through SSH (ray_dashboard_access);
+    monitoring: the node exporter's and Prometheus's ports on this node (ray_monitoring)."""
     members = list(nodes)
     head = (lambda *names: [ports[n] for n in names]) if is_head else (lambda *names: [])
     chains = [
@@ -180,7 +182,11 @@ def ruleset(
         ("admin", head("ray_gcs_port", "ray_client_server_port"), [*members, *allow["ray_admin_cidrs"]]),
         (
             "metrics",
-            [ports["ray_metrics_export_port"], *head("ray_dashboard_metrics_port", "ray_autoscaler_metrics_port")],
+            [
+                ports["ray_metrics_export_port"],
+                *head("ray_dashboard_metrics_port", "ray_autoscaler_metrics_port"),
+                *monitoring,
+            ],
             [*members, *allow["ray_metrics_allow"]],
         ),
         # The controller checks the Serve example (invoke serve.*).

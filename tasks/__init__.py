@@ -14,6 +14,7 @@ from tasks.bench import (
     bench_faults,
     bench_grow,
     bench_lab,
+    bench_monitoring,
     bench_python,
     bench_run,
     bench_tls,
@@ -27,6 +28,7 @@ from tasks.cluster import (
     env,
     lock,
     logs,
+    metrics,
     provision,
     reboot_hosts,
     remove,
@@ -76,6 +78,7 @@ bench.add_task(bench_python, name="python")
 bench.add_task(bench_tls, name="tls")
 bench.add_task(bench_run, name="run")
 bench.add_task(bench_grow, name="grow")
+bench.add_task(bench_monitoring, name="monitoring")
 bench.add_task(bench_upgrade, name="upgrade")
 ns = Collection(
     demo,
@@ -87,6 +90,7 @@ ns = Collection(
     versions,
     status,
     doctor,
+    metrics,
     stop,
     start,
     restart,

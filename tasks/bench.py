@@ -131,6 +131,81 @@ def bench_grow(c: Context) -> None:
     print_table(figures)
 
 
+PROMETHEUS_FIGURES = """
+import json, subprocess, sys, urllib.parse, urllib.request
+url = sys.argv[1]
+def one(expr):
+    query = urllib.parse.urlencode({"query": expr})
+    found = json.load(urllib.request.urlopen(f"{url}/api/v1/query?{query}", timeout=10))["data"]["result"]
+    return float(found[0]["value"][1]) if found else None
+du = subprocess.run(["du", "--summarize", "--bytes", "/var/lib/prometheus"], capture_output=True, text=True)
+print(json.dumps({
+    "rss": one('process_resident_memory_bytes{job="prometheus"}'),
+    "samples_per_s": one("rate(prometheus_tsdb_head_samples_appended_total[5m])"),
+    "series": one("prometheus_tsdb_head_series"),
+    "disk": int(du.stdout.split()[0]),
+}))
+"""
+
+
+@task(help={"minutes": "how long to watch Prometheus's disk grow after the deploy (default 60)"})
+def bench_monitoring(c: Context, minutes: float = 60) -> None:
+    """Measure what monitoring costs: a cold deploy (reset, provision) without it and with it, in
+    turn; then Prometheus's memory on the head, and its disk over `minutes`, extrapolated to
+    ray_monitoring_retention's 15 days."""
+    lab_only(c, None, "bench.monitoring")
+    figures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for on in (False, True):
+
+            def switch(inv: dict[str, Any], on: bool = on) -> None:
+                inv["all"].setdefault("vars", {})["ray_monitoring"] = on
+
+            (Path(tmp) / str(on)).mkdir()
+            variant = lab_variant(c, Path(tmp) / str(on), switch)
+            reset(c, yes=True, inventory=str(variant))
+            provision(c, inventory=str(variant))
+            start = time.monotonic()
+            deploy(c, inventory=str(variant))
+            figures.append({"what": f"cold deploy, monitoring {'on' if on else 'off'} (s)",
+                            "value": f"{time.monotonic() - start:.1f}"})  # fmt: skip
+    state = cluster_state(c, None)
+    head = state["head"]
+    argv = ssh_argv(host_vars(c, head, None), head, ["sudo", "python3", "-c", PROMETHEUS_FIGURES,
+                                                     state["endpoint"]["prometheus_url"]])  # fmt: skip
+
+    def read() -> dict[str, float]:
+        return dict(json.loads(c.run(shlex.join(argv), hide=True).stdout))
+
+    first, start = read(), time.monotonic()
+    deadline = start + minutes * 60
+    while time.monotonic() < deadline:
+        time.sleep(min(60.0, max(0.0, deadline - time.monotonic())))
+    last, hours = read(), (time.monotonic() - start) / 3600
+    growth = (last["disk"] - first["disk"]) / hours
+    samples_15d = last["samples_per_s"] * 86400 * 15
+    figures += [
+        {"what": "Prometheus's memory (RSS) on the head, 3 nodes", "value": f"{last['rss'] / 2**20:.0f} MiB"},
+        {
+            "what": "series / samples appended per second",
+            "value": f"{last['series']:.0f} / {last['samples_per_s']:.0f}",
+        },
+        {
+            "what": f"its disk after the deploy / {minutes:g} min later",
+            "value": f"{first['disk'] / 2**20:.1f} MiB / {last['disk'] / 2**20:.1f} MiB",
+        },
+        {
+            "what": "15 days at that growth (the head block and WAL: an upper bound)",
+            "value": f"{growth * 24 * 15 / 2**30:.2f} GiB",
+        },
+        {
+            "what": "15 days at Prometheus's 1-2 bytes a compacted sample",
+            "value": f"{samples_15d / 2**30:.2f}-{samples_15d * 2 / 2**30:.2f} GiB",
+        },
+    ]
+    print_table(figures)
+
+
 @task(
     help={
         "hosts": "lab size for both runs (default 4)",
@@ -205,7 +280,8 @@ def bench_faults(c: Context) -> None:
         # in between leaves that worker waiting 30 s on the old GCS (Ray's deadline).
         _, host = labkit.find_host(settings, name)
         since = "$(systemctl show ray --property=ExecMainStartTimestamp --value --timestamp=unix)"
-        check = f'sudo journalctl --unit=ray --output=cat --since="{since}" | grep -q "Ray runtime started"'
+        journal = "sudo journalctl --namespace=+ray --unit=ray --output=cat"
+        check = f'{journal} --since="{since}" | grep -q "Ray runtime started"'
         return (
             subprocess.run(labkit.ssh_command(settings, host, check), capture_output=True, check=False).returncode == 0
         )

@@ -7,11 +7,12 @@ import platform
 import shlex
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from invoke import Context, Exit, task
 
-from raykit import cluster
+from raykit import cluster, monitoring
 from raykit import doctor as doctorkit
 from raykit import endpoint as endpointkit
 from raykit.ssh import ssh_argv
@@ -152,15 +153,65 @@ def doctor(c: Context, inventory: str | None = None, verbose: bool = False, deep
                 f"error: doctor could not read the cluster (ansible-playbook exit {ran.exited}); see above", code=1
             )
         state = json.loads(out.read_text())
+    prometheus_ok = None
     try:
         with dashboard_reached(state) as reached:
             nodes, mode = cluster.ray_nodes(reached), cluster.auth_mode(reached)
+            if state["endpoint"].get("prometheus_url"):
+                prometheus_ok = cluster.prometheus_health(reached)
     except cluster.ClusterError:  # the tunnel failed: the finding that Ray does not answer says so
         nodes, mode = [], None
     findings = doctorkit.diagnose(state, nodes, doctorkit.token_digest(Path(state["token_file"])), mode)
+    findings += _monitoring_findings(state, prometheus_ok)
     print(doctorkit.render(findings, len(state["inventory"])))
     if findings:
         raise Exit(code=1)
+
+
+def _monitoring_findings(state: dict, prometheus_ok: bool | None) -> list[doctorkit.Finding]:
+    """What Prometheus shows (ray_monitoring): targets down, full object stores and temp disks."""
+    ep = endpointkit.Endpoint(**state["endpoint"])
+    if not ep.prometheus_url:
+        return []
+    try:
+        with endpointkit.prometheus(ep) as url:
+            found = monitoring.rows(monitoring.collect(url))
+    except cluster.ClusterError as exc:
+        fix = "`invoke deploy` (starts it); `systemctl status prometheus` on the monitoring host"
+        return [doctorkit.Finding(ep.prometheus_ssh[-1], f"Prometheus does not answer: {exc}", fix)]
+    return monitoring.findings(found, prometheus_ok, state["head"])
+
+
+@task(
+    help={
+        "inventory": INVENTORY_HELP,
+        "json": "print JSON instead of a table",
+        "watch": "refresh the table in place (Ctrl-C stops)",
+        "every": "seconds between refreshes with --watch",
+    }
+)
+def metrics(c: Context, inventory: str | None = None, json_: bool = False, watch: bool = False, every: int = 5) -> None:
+    """One row per node from Prometheus (ray_monitoring): CPU, memory, object store, tasks running
+    and failed in the last hour, the temp dir's disk free, and up or down."""
+    ep = cluster_endpoint(inventory)
+    with user_errors(), endpointkit.prometheus(ep) as url:
+        found = monitoring.rows(monitoring.collect(url))
+        if json_:
+            print(json.dumps(found, indent=2))
+        elif not watch:
+            print_table(monitoring.table(found))
+        else:
+            try:
+                while True:
+                    # Home and clear, then the table: it refreshes in place.
+                    print(f"\033[H\033[2J{ep.prometheus_url} at {time.strftime('%H:%M:%S')} (Ctrl-C stops)")
+                    print_table(monitoring.table(found))
+                    time.sleep(every)
+                    found = monitoring.rows(monitoring.collect(url))
+            except KeyboardInterrupt:
+                return
+    if not found or not all(row["up"] for row in found):
+        raise Exit("error: Prometheus cannot scrape every target; `invoke doctor` names them", code=1)
 
 
 def service(c: Context, state: str, hosts: str | None, inventory: str | None) -> None:
@@ -222,8 +273,8 @@ def restart(
     }
 )
 def logs(c: Context, host: str, lines: int = 50, follow: bool = False, inventory: str | None = None) -> None:
-    """Show a node's Ray journal (journalctl -u ray)."""
-    remote = ["sudo", "journalctl", "--unit=ray", f"--lines={int(lines)}", "--no-pager"]
+    """Show a node's Ray journal (journalctl --namespace=+ray -u ray)."""
+    remote = ["sudo", "journalctl", "--namespace=+ray", "--unit=ray", f"--lines={int(lines)}", "--no-pager"]
     remote += ["--follow"] if follow else []
     c.run(shlex.join(ssh_argv(host_vars(c, host, inventory), host, remote)), pty=follow)
 

@@ -112,7 +112,7 @@ def test_restart_with_the_head_unreachable_restarts_no_worker(deployed) -> None:
     # A stop or restart asked of systemd is journaled as "Stopping"; a worker that gave up on
     # its lost head and was restarted by systemd on its own is not.
     for host in workers:
-        journal = host.ssh(f"sudo journalctl --unit=ray --since=@{since[host.name]} --no-pager").stdout
+        journal = host.ssh(f"sudo journalctl --namespace=+ray --unit=ray --since=@{since[host.name]} --no-pager").stdout
         assert "Stopping ray.service" not in journal, (host.name, journal[-2000:])
     raycluster.wait_for_cluster(ray_state(deployed), all_ips(deployed), timeout=180)
 
@@ -209,7 +209,7 @@ def test_a_rolling_restart_restarts_each_worker_once_and_a_running_job_finishes(
     state = ray_state(deployed)
     workers = [name for name in deployed if name != HEAD]
     before = main_pids(deployed)
-    job = RunningJob(state, tasks=900)  # a task a second per CPU: long enough to span both batches
+    job = RunningJob(state, tasks=360)  # a task a second per CPU: a minute, several times the restart
     invoke("restart", "--rolling", timeout=900)
     job.assert_running()  # the restart ended while the job ran
     after = main_pids(deployed)

@@ -124,7 +124,7 @@ GOOD_SETTINGS = {
     "ray_num_cpus": None, "ray_num_gpus": 0, "ray_resources": {"ssd": 1}, "ray_labels": {"team": "a"},
     "ray_environment": {}, "ray_prefix": "/opt/ray", "ray_node_ip": "", "ray_install_source": "wheelhouse",
     "ray_index_url": "", "ray_gcs_ft": "none", "ray_redis_address": "", "ray_redis_password_file": "/nonexistent",
-    "ray_dashboard_access": "direct", "ray_dashboard_host": "",
+    "ray_dashboard_access": "direct", "ray_dashboard_host": "", "monitoring": True, "is_monitor": True,
     **{name: value for name, value in DEFAULTS.items() if name.endswith("_port")},  # the pinned ports
 }  # fmt: skip
 
@@ -161,6 +161,9 @@ def test_good_settings_pass() -> None:
         ({"ray_prefix": "/usr"}, "ray_prefix '/usr' is a system folder"),
         ({"ray_environment": {"RAY_AUTH_MODE": "disabled"}}, "RAY_AUTH_MODE would change Ray's authentication"),
         ({"ray_environment": {"DASHBOARD_METRIC_PORT": 9}}, "DASHBOARD_METRIC_PORT is the kit's; set ray_dash"),
+        ({"ray_node_exporter_port": 8080}, "ray_metrics_export_port and ray_node_exporter_port use the same port"),
+        ({"ray_prometheus_port": 8265}, "ray_dashboard_port and ray_prometheus_port use the same port"),
+        ({"ray_prometheus_port": 12000}, "ray_prometheus_port is inside the worker port range"),
         ({"ray_dashboard_access": "vpn"}, 'ray_dashboard_access must be direct or tunnel, got "vpn"'),
         ({"ray_dashboard_access": "tunnel", "ray_dashboard_host": "0.0.0.0"}, "ray_dashboard_host 0.0.0.0 contradicts"),
     ],

@@ -595,7 +595,15 @@ def check(spec):
             error = str(exc) or type(exc).__name__
         ports.append({"address": f"{address}:{port}", "name": name, "error": error})
     journal = subprocess.run(
-        ["journalctl", "--unit", spec["unit"], "--lines=15", "--no-pager", "--output=short-precise"],
+        [
+            "journalctl",
+            "--namespace=+ray",
+            "--unit",
+            spec["unit"],
+            "--lines=15",
+            "--no-pager",
+            "--output=short-precise",
+        ],
         capture_output=True,
         text=True,
         check=False,

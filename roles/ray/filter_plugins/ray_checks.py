@@ -269,7 +269,7 @@ def ray_ports(settings: Mapping[str, Any], is_head: bool) -> dict[str, Any]:
 
 def ray_settings_errors(s: Mapping[str, Any]) -> list[str]:
     """Every problem with one host's settings (its public variables, plus os_family, is_head,
-    and ipv4s: the host's addresses but loopback), each naming its field."""
+    ipv4s: the host's addresses but loopback, monitoring and is_monitor), each naming its field."""
     errors = []
     if s["os_family"] != "Debian":
         errors.append(f"OS family {s['os_family']} is not supported yet (Debian only)")
@@ -320,6 +320,10 @@ def ray_settings_errors(s: Mapping[str, Any]) -> list[str]:
     ports["ray_serve_port"] = s["ray_serve_port"]  # every node's Serve proxy, when Serve runs
     if s["is_head"] and s["ray_gcs_ft"] != "none" and not s["ray_redis_address"]:
         ports["ray_redis_port"] = s["ray_redis_port"]  # the kit's Redis, on the head's loopback
+    if s["monitoring"]:  # the node exporter on every node, Prometheus on the monitoring host
+        ports["ray_node_exporter_port"] = s["ray_node_exporter_port"]
+    if s["is_monitor"]:
+        ports["ray_prometheus_port"] = s["ray_prometheus_port"]
     return errors + ray_port_errors(ports, s["ray_min_worker_port"], s["ray_max_worker_port"])
 
 
