@@ -71,15 +71,15 @@ PROMETHEUS_HEALTH_PATH = "/api/prometheus_health"
 
 def prometheus_health(state: dict[str, Any], timeout: float = 30) -> bool | None:
     """Whether the dashboard says it reaches its Prometheus (RAY_PROMETHEUS_HOST); None when the
-    dashboard does not answer."""
+    dashboard does not answer, or refuses (a token problem is doctor's other finding)."""
     request = urllib.request.Request(
         state["dashboard_url"] + PROMETHEUS_HEALTH_PATH, headers={"Authorization": f"Bearer {read_token(state)}"}
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout):
             return True
-    except urllib.error.HTTPError:
-        return False
+    except urllib.error.HTTPError as exc:
+        return False if exc.code >= 500 else None
     except (urllib.error.URLError, TimeoutError, ConnectionError):
         return None
 

@@ -23,6 +23,7 @@ STORE_FULL = 0.90
 DISK_LOW = 0.10
 QUERY_TIMEOUT_S = 10.0
 
+ZERO = "0 * max by (node) (ray_node_cpu_count)"
 # Instant queries; `node` is the inventory name the scrape config gives every target.
 QUERIES = {
     "cpu_percent": "max by (node) (ray_node_cpu_utilization)",
@@ -32,8 +33,15 @@ QUERIES = {
     "mem_total": "max by (node) (ray_node_mem_total)",
     "store_used": "sum by (node) (ray_object_store_used_memory)",
     "store_available": "sum by (node) (ray_object_store_available_memory)",
-    "tasks_running": 'sum by (node) (ray_tasks{State="RUNNING"})',
-    "tasks_failed_1h": 'sum by (node) (increase(ray_tasks{State="FAILED"}[1h]))',
+    # RUNNING, RUNNING_IN_RAY_GET, RUNNING_IN_RAY_WAIT, as Ray's own dashboards count them; 0 on
+    # a node whose Ray reports but has no such task.
+    "tasks_running": f'sum by (node) (ray_tasks{{State=~"RUNNING.*"}}) or {ZERO}',
+    # Each worker's count of failed tasks only grows: an hour's growth, or a new worker's all.
+    "tasks_failed_1h": (
+        f'(sum by (node) (max_over_time(ray_tasks{{State="FAILED"}}[1h]))'
+        f' - sum by (node) (ray_tasks{{State="FAILED"}} offset 1h))'
+        f' or sum by (node) (max_over_time(ray_tasks{{State="FAILED"}}[1h])) or {ZERO}'
+    ),
     "temp_free": 'node_filesystem_avail_bytes{job="node"}',
     "temp_size": 'node_filesystem_size_bytes{job="node"}',
 }
@@ -65,9 +73,19 @@ def log_errors(s: Mapping[str, Any]) -> list[str]:
     return errors
 
 
-def nodes(hosts: Iterable[Mapping[str, Any]], head: str) -> list[dict[str, Any]]:
+# Each node's ports Prometheus scrapes (the head's two only on the head).
+PORTS = (
+    "ray_metrics_export_port",
+    "ray_node_exporter_port",
+    "ray_dashboard_metrics_port",
+    "ray_autoscaler_metrics_port",
+)
+
+
+def nodes(hosts: Iterable[Mapping[str, Any]], head: str, ports: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Each inventory host (its hostvars) as a scrape target: name, address (from its facts, else
-    the inventory's), role, and the mount point of its Ray temp dir (deploy reads it; / until then)."""
+    the inventory's), role, its own ports (the inventory's, else ports: the defaults), and the
+    mount point of its Ray temp dir (deploy reads it and caches it; / until then)."""
     return [
         {
             "name": h["inventory_hostname"],
@@ -75,46 +93,39 @@ def nodes(hosts: Iterable[Mapping[str, Any]], head: str) -> list[dict[str, Any]]
                 h.get("_ray_node_address") or h.get("ray_node_ip") or h.get("ansible_host") or h["inventory_hostname"]
             ),
             "role": "head" if h["inventory_hostname"] == head else "worker",
+            "ports": {name: int(h.get(name) or ports[name]) for name in PORTS},
             "temp_mount": str(h.get("_ray_monitoring_temp_mount") or "/"),
         }
         for h in hosts
     ]
 
 
-def scrape_config(
-    nodes: Iterable[Mapping[str, Any]], ports: Mapping[str, int], prometheus: str, interval: str
-) -> dict[str, Any]:
-    """prometheus.yml from the inventory. nodes: each node's name, address, role and the mount
-    point of its Ray temp dir (labelled, so `invoke metrics` picks that file system's free
-    space); ports: the public port settings; prometheus: its own host:port."""
+def scrape_config(nodes: Iterable[Mapping[str, Any]], prometheus: str, interval: str) -> dict[str, Any]:
+    """prometheus.yml from the inventory's nodes (see nodes); prometheus: its own host:port. The
+    node exporter's targets carry the temp dir's mount point, so `invoke metrics` picks that
+    file system's free space."""
     listed = list(nodes)
 
-    def target(node: Mapping[str, Any], port: int) -> dict[str, Any]:
-        labels = {"node": node["name"], "role": node["role"]}
-        return {"targets": [f"{node['address']}:{port}"], "labels": labels}
+    def target(node: Mapping[str, Any], port: str, **extra: str) -> dict[str, Any]:
+        labels = {"node": node["name"], "role": node["role"], **extra}
+        return {"targets": [f"{node['address']}:{node['ports'][port]}"], "labels": labels}
 
     head = [n for n in listed if n["role"] == "head"]
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "scrape_configs": [
-            {"job_name": "ray", "static_configs": [target(n, ports["ray_metrics_export_port"]) for n in listed]},
+            {"job_name": "ray", "static_configs": [target(n, "ray_metrics_export_port") for n in listed]},
             {
                 "job_name": "ray_head",
                 "static_configs": [
-                    target(n, ports[name])
+                    target(n, port)
                     for n in head
-                    for name in ("ray_dashboard_metrics_port", "ray_autoscaler_metrics_port")
+                    for port in ("ray_dashboard_metrics_port", "ray_autoscaler_metrics_port")
                 ],
             },
             {
                 "job_name": "node",
-                "static_configs": [
-                    {
-                        **target(n, ports["ray_node_exporter_port"]),
-                        "labels": {"node": n["name"], "role": n["role"], "ray_temp_mount": n["temp_mount"]},
-                    }
-                    for n in listed
-                ],
+                "static_configs": [target(n, "ray_node_exporter_port", ray_temp_mount=n["temp_mount"]) for n in listed],
             },
             {"job_name": "prometheus", "static_configs": [{"targets": [prometheus]}]},
         ],

@@ -100,6 +100,10 @@ def test_metrics_json_shows_the_cpu_a_running_job_takes_on_more_than_one_node(
             time.sleep(2)
         assert {row["node"] for row in rows} == set(deployed)
         assert all(row["cpu_total"] == 2 and row["up"] for row in rows), rows
+        # Every column has its series: a wrong metric name or label would show "-" here.
+        fields = ("mem_used", "mem_total", "store_used", "store_total", "temp_free", "temp_size")
+        assert all(row[field] is not None for row in rows for field in fields), rows
+        assert all(0 < row["temp_free"] < row["temp_size"] for row in rows), rows
     finally:
         output = job.communicate(timeout=180)[0]
     assert job.returncode == 0, output
@@ -129,7 +133,11 @@ mkdir -p session_2020-01-03_00-00-00_000000_3/ray_spilled_objects_x
 touch session_2020-01-03_00-00-00_000000_3/ray_spilled_objects_x/object
 touch -d '30 days ago' session_2020-01-01_00-00-00_000000_1/logs session_2020-01-01_00-00-00_000000_1 \
     session_2020-01-02_00-00-00_000000_2/logs session_2020-01-02_00-00-00_000000_2
-ln -sfn /etc session_2020-01-04_planted
+# What a job could plant: a link to an old folder of its own elsewhere, spilled objects in it.
+mkdir -p /var/lib/ray/planted/ray_spilled_objects_y
+touch /var/lib/ray/planted/ray_spilled_objects_y/object
+touch -d '30 days ago' /var/lib/ray/planted
+ln -sfn /var/lib/ray/planted session_2020-01-04_planted
 """
 
 
@@ -147,7 +155,10 @@ def test_the_timer_prunes_old_sessions_and_dead_spills_and_keeps_the_live_one(de
     assert {"session_2020-01-03_00-00-00_000000_3", "session_2020-01-04_planted", Path(live).name} <= left, left
     assert worker.ssh(f"sudo test -d {live}/logs", check=False).returncode == 0
     assert worker.ssh("sudo ls /var/lib/ray/tmp/session_2020-01-03_00-00-00_000000_3").stdout.split() == []
-    assert worker.ssh("test -f /etc/passwd", check=False).returncode == 0  # the link was not followed
+    # The link was not followed.
+    assert worker.ssh("sudo test -f /var/lib/ray/planted/ray_spilled_objects_y/object", check=False).returncode == 0
     user = worker.ssh("systemctl show ray-prune.service --property=User").stdout.strip()
     assert user == "User=ray", user
-    worker.ssh("cd /var/lib/ray/tmp && sudo rm -rf session_2020-01-03_00-00-00_000000_3 session_2020-01-04_planted")
+    worker.ssh(
+        "cd /var/lib/ray && sudo rm -rf tmp/session_2020-01-03_00-00-00_000000_3 tmp/session_2020-01-04_planted planted"
+    )

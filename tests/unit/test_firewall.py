@@ -40,7 +40,9 @@ def test_behind_a_tunnel_the_dashboard_stays_closed_to_the_controller_and_admins
 
 
 def test_monitorings_ports_are_metrics_ports_the_controller_does_not_reach() -> None:
-    rules = firewall.ruleset(True, PORTS, [10002, 19999], [32768, 60999], NODES, "10.77.0.1", ALLOW, False, [9100, 9090])
+    rules = firewall.ruleset(
+        True, PORTS, [10002, 19999], [32768, 60999], NODES, "10.77.0.1", ALLOW, False, [9100, 9090]
+    )
     metrics = next(chain for chain in rules if chain["name"] == "metrics")
     assert metrics["ports"] == ["8080", "9090", "9100", "44217", "44227"]
     assert "10.77.0.1" not in metrics["sources"]["ip"]

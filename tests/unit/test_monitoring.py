@@ -35,13 +35,14 @@ GOOD = {
 
 
 def test_the_targets_come_from_the_inventory() -> None:
-    hosts = [
+    hosts: list[dict[str, Any]] = [
         {"inventory_hostname": "h1", "_ray_node_address": "10.0.0.1", "_ray_monitoring_temp_mount": "/"},
-        {"inventory_hostname": "h2", "ansible_host": "10.0.0.2", "_ray_monitoring_temp_mount": "/data"},
-    ]
-    config = monitoring.scrape_config(monitoring.nodes(hosts, "h1"), PORTS, "10.0.0.1:9090", "15s")
+        {"inventory_hostname": "h2", "ansible_host": "10.0.0.2", "_ray_monitoring_temp_mount": "/data",
+         "ray_metrics_export_port": 8081},
+    ]  # fmt: skip
+    config = monitoring.scrape_config(monitoring.nodes(hosts, "h1", PORTS), "10.0.0.1:9090", "15s")
     jobs = {job["job_name"]: job["static_configs"] for job in config["scrape_configs"]}
-    assert [s["targets"] for s in jobs["ray"]] == [["10.0.0.1:8080"], ["10.0.0.2:8080"]]
+    assert [s["targets"] for s in jobs["ray"]] == [["10.0.0.1:8080"], ["10.0.0.2:8081"]]  # h2's own port
     assert [s["targets"] for s in jobs["ray_head"]] == [["10.0.0.1:44227"], ["10.0.0.1:44217"]]
     assert jobs["node"][1] == {
         "targets": ["10.0.0.2:9100"],
@@ -176,13 +177,29 @@ def test_the_timer_removes_old_sessions_and_dead_spills_never_the_live_one(tmp_p
     recent = session(tmp_path, "session_2026-11-30_00-00-00_2", 1, spilled=True)
     live = session(tmp_path, "session_2026-11-01_00-00-00_3", 40, spilled=True)  # a long-running node
     (tmp_path / "session_latest").symlink_to(live)
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    (tmp_path / "session_planted").symlink_to(outside)  # a link is never followed
+    # Links are never followed: an old folder elsewhere, and a session whose logs are a link.
+    outside = session(tmp_path / "elsewhere", "session_x", 30, spilled=True)
+    (tmp_path / "session_planted").symlink_to(outside)
+    linked = session(tmp_path, "session_2026-11-29_00-00-00_4", 1)
+    (linked / "logs").rmdir()
+    (linked / "logs").symlink_to(outside / "logs")
+    os.utime(linked, (time.time() - 86400, time.time() - 86400))
     removed = prune.prune(str(tmp_path), 14)
     assert removed == {
         "sessions": [old.name],
         "spilled": [f"{recent.name}/ray_spilled_objects_abc"],
+        "errors": [],
     }
-    assert not old.exists() and recent.exists() and outside.exists()
+    assert not old.exists() and recent.exists() and linked.exists()
+    assert (outside / "ray_spilled_objects_abc/obj").exists()
     assert (live / "ray_spilled_objects_abc/obj").exists()
+
+
+state = plugins.load("ray_monitoring/files/monitoring_state.py")
+
+
+def test_the_temp_dirs_mount_point_is_found_before_ray_made_the_folder(tmp_path: Path) -> None:
+    expected = state.mount_point(str(tmp_path))
+    assert state.mount_point(str(tmp_path / "not" / "yet")) == expected
+    assert state.mount_point("/") == "/"
+    assert os.path.ismount(expected)
