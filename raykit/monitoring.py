@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from raykit.cluster import ClusterError
@@ -37,9 +39,10 @@ QUERIES = {
     # a node whose Ray reports but has no such task.
     "tasks_running": f'sum by (node) (ray_tasks{{State=~"RUNNING.*"}}) or {ZERO}',
     # Each worker's count of failed tasks only grows: an hour's growth, or a new worker's all.
+    # Counted where the task's owner runs (usually the driver's node), as Ray records it.
     "tasks_failed_1h": (
-        f'(sum by (node) (max_over_time(ray_tasks{{State="FAILED"}}[1h]))'
-        f' - sum by (node) (ray_tasks{{State="FAILED"}} offset 1h))'
+        f'clamp_min(sum by (node) (max_over_time(ray_tasks{{State="FAILED"}}[1h]))'
+        f' - sum by (node) (ray_tasks{{State="FAILED"}} offset 1h), 0)'
         f' or sum by (node) (max_over_time(ray_tasks{{State="FAILED"}}[1h])) or {ZERO}'
     ),
     "temp_free": 'node_filesystem_avail_bytes{job="node"}',
@@ -60,6 +63,21 @@ def settings_errors(s: Mapping[str, Any]) -> list[str]:
         if not (isinstance(s[name], str) and DURATION.match(s[name])):
             errors.append(f"{name} must be a Prometheus duration like 15d or 30s, got {json.dumps(s[name])}")
     return errors
+
+
+def packages_found(output: str, packages: list[str]) -> dict[str, list[str]]:
+    """From preflight's read (dpkg-query's "PACKAGE STATUS" lines, "---", the kit's marker):
+    which of packages are not fully installed, and which packages the kit installed here."""
+    status, _, marker = output.partition("---")
+    installed = {
+        fields[0] for line in status.splitlines() if len(fields := line.split()) == 2 and fields[1] == "installed"
+    }
+    return {"lacking": [name for name in packages if name not in installed], "marked": marker.split()}
+
+
+def service_down(state: Mapping[str, Any]) -> bool:
+    """A unit (as files/monitoring_state.py reads it) that is not enabled and active."""
+    return not (state.get("enabled") == "enabled" and state.get("active") == "active")
 
 
 def log_errors(s: Mapping[str, Any]) -> list[str]:
@@ -94,7 +112,12 @@ def nodes(hosts: Iterable[Mapping[str, Any]], head: str, ports: Mapping[str, Any
             ),
             "role": "head" if h["inventory_hostname"] == head else "worker",
             "ports": {name: int(h.get(name) or ports[name]) for name in PORTS},
-            "temp_mount": str(h.get("_ray_monitoring_temp_mount") or "/"),
+            # This run's, else the fact cache's (a host that did not run this time).
+            "temp_mount": str(
+                h.get("_ray_monitoring_temp_mount")
+                or (h.get("ansible_facts") or {}).get("_ray_monitoring_temp_mount")
+                or "/"
+            ),
         }
         for h in hosts
     ]
@@ -249,14 +272,52 @@ def down(row: Mapping[str, Any]) -> list[str]:
     return [name for name, health in row["targets"].items() if health == "down"]
 
 
-def findings(found: list[dict[str, Any]], prometheus_ok: bool | None, head: str) -> list[Finding]:
+def confirmed(
+    url: str,
+    opener: Callable[..., Any] = urllib.request.urlopen,
+    timeout: float = 45.0,
+    clock: Callable[[], float] = time.time,
+    pause: Callable[[float], None] = time.sleep,
+) -> list[dict[str, Any]]:
+    """The rows, with every target that is down scraped again since this call began (a host
+    that just came back is up on its next scrape): Prometheus's health is its last scrape's."""
+    started = clock()
+    found = rows(collect(url, opener))
+    deadline = started + timeout
+    while any(down(row) for row in found) and clock() < deadline:
+        scraped = {
+            f"{t['labels'].get('job')} {t['labels'].get('instance')}": _scraped_at(t) for t in targets(url, opener)
+        }
+        waiting = [name for row in found for name in down(row) if scraped.get(name, 0.0) < started]
+        if not waiting:
+            return rows(collect(url, opener))
+        pause(1.0)
+    return found
+
+
+def _scraped_at(target: Mapping[str, Any]) -> float:
+    """When Prometheus last scraped the target (its RFC 3339 time), 0 if never."""
+    when = str(target.get("lastScrape") or "")
+    try:
+        return datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def findings(
+    found: list[dict[str, Any]], prometheus_ok: bool | None, head: str, drained: Iterable[str] = ()
+) -> list[Finding]:
     """What `invoke doctor` names: a target Prometheus cannot scrape, an object store over 90 %,
     a temp dir's disk under 10 % free, and the dashboard's Prometheus health failing
-    (prometheus_ok: what the dashboard said; None: it did not answer, said elsewhere)."""
+    (prometheus_ok: what the dashboard said; None: it did not answer, said elsewhere).
+    drained: nodes `invoke drain` stopped, whose Ray has no metrics to scrape."""
     out = []
+    left_out = set(drained)
     for row in found:
         node = row["node"]
         for target in down(row):
+            if node in left_out and target.startswith("ray "):
+                continue
             out.append(
                 Finding(
                     node,

@@ -175,11 +175,12 @@ def _monitoring_findings(state: dict, prometheus_ok: bool | None) -> list[doctor
         return []
     try:
         with endpointkit.prometheus(ep) as url:
-            found = monitoring.rows(monitoring.collect(url))
+            found = monitoring.confirmed(url)
     except cluster.ClusterError as exc:
         fix = "`invoke deploy` (starts it); `systemctl status prometheus` on the monitoring host"
         return [doctorkit.Finding(ep.prometheus_ssh[-1], f"Prometheus does not answer: {exc}", fix)]
-    return monitoring.findings(found, prometheus_ok, state["head"])
+    drained = [host for host, info in state["hosts"].items() if (info.get("service") or {}).get("drained")]
+    return monitoring.findings(found, prometheus_ok, state["head"], drained)
 
 
 @task(

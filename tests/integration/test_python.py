@@ -170,8 +170,11 @@ def test_no_compiler_or_build_dependency_reaches_a_host(mixed: dict[str, LabHost
         assert not {p for p in added if BUILD_PACKAGE.match(p)}, (name, added)
         assert not host.ssh("ls -a /var/cache").stdout.count("raykit-python"), name  # the copies
         assert not host.infra.file("/build").exists, name
-    # The trixie host got only the runtime libraries its build links against, and the firewall's nft.
-    added = packages(mixed[TRIXIE]) - base_packages("trixie") - {"nftables"}
+    # The trixie host got only the runtime libraries its build links against, the firewall's nft
+    # and the node exporter with what it needs (ray_monitoring records them).
+    monitoring = set(mixed[TRIXIE].ssh("cat /var/lib/raykit-monitoring", check=False).stdout.split())
+    assert "prometheus-node-exporter" in monitoring, monitoring
+    added = packages(mixed[TRIXIE]) - base_packages("trixie") - {"nftables"} - monitoring
     assert all(p.startswith("lib") or p.endswith("-common") for p in added), added
     # And it installed only those the host lacked: none of the host's own packages (libc6...) again.
     (base_log,) = BASE_STATUS.glob("base-trixie-*/var/log/dpkg.log")

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +204,66 @@ def test_the_temp_dirs_mount_point_is_found_before_ray_made_the_folder(tmp_path:
     assert state.mount_point(str(tmp_path / "not" / "yet")) == expected
     assert state.mount_point("/") == "/"
     assert os.path.ismount(expected)
+
+
+def test_preflight_counts_a_half_installed_package_as_lacking() -> None:
+    output = "prometheus half-configured\nprometheus-node-exporter installed\n---\nprometheus\nlibjs-d3\n"
+    found = monitoring.packages_found(output, ["prometheus-node-exporter", "prometheus"])
+    assert found == {"lacking": ["prometheus"], "marked": ["prometheus", "libjs-d3"]}
+    assert monitoring.packages_found("---", ["prometheus-node-exporter"]) == {
+        "lacking": ["prometheus-node-exporter"],
+        "marked": [],
+    }
+
+
+def test_a_host_that_did_not_run_keeps_its_cached_mount_point() -> None:
+    hosts = [
+        {
+            "inventory_hostname": "h2",
+            "ansible_host": "10.0.0.2",
+            "ansible_facts": {"_ray_monitoring_temp_mount": "/data"},
+        }
+    ]
+    assert monitoring.nodes(hosts, "h1", PORTS)[0]["temp_mount"] == "/data"
+
+
+def test_a_service_not_enabled_and_active_is_down() -> None:
+    assert not monitoring.service_down({"enabled": "enabled", "active": "active", "stale": False})
+    assert monitoring.service_down({"enabled": "masked", "active": "inactive", "stale": False})
+    assert monitoring.service_down({"enabled": "enabled", "active": "failed", "stale": False})
+
+
+def test_a_drained_nodes_ray_target_is_no_finding_but_its_node_exporter_is() -> None:
+    rows = monitoring.rows(answers(h2_ray="down"))
+    assert monitoring.findings(rows, prometheus_ok=True, head="h1", drained=["h2"]) == []
+    found = answers()
+    found["targets"][3] = target("down", job="node", instance="10.0.0.2:9100", node="h2", role="worker")
+    problems = [f.problem for f in monitoring.findings(monitoring.rows(found), True, "h1", drained=["h2"])]
+    assert problems == ["Prometheus cannot scrape its node 10.0.0.2:9100 target"]
+
+
+class FakePrometheus:
+    """Prometheus's answers over time: h2's Ray target down until a scrape after `back`."""
+
+    def __init__(self, back: float) -> None:
+        self.now, self.back = 1000.0, back
+
+    def open(self, url: str, timeout: float) -> io.BytesIO:
+        up = self.now >= self.back
+        if "/api/v1/targets" in url:
+            scraped = datetime.fromtimestamp(self.now - 0.5, tz=UTC).isoformat()
+            listed = [{**t, "lastScrape": scraped} for t in answers(h2_ray="up" if up else "down")["targets"]]
+            return io.BytesIO(json.dumps({"data": {"activeTargets": listed}}).encode())
+        return io.BytesIO(json.dumps({"status": "success", "data": {"result": []}}).encode())
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_doctor_waits_for_a_fresh_scrape_before_it_calls_a_target_down() -> None:
+    back = FakePrometheus(back=1000.2)  # a host that just came back: Prometheus still shows it down
+    rows = monitoring.confirmed("http://p", back.open, clock=lambda: back.now, pause=back.sleep)
+    assert all(row["up"] for row in rows)
+    gone = FakePrometheus(back=10**9)  # still down: named once the deadline passes
+    rows = monitoring.confirmed("http://p", gone.open, timeout=5, clock=lambda: gone.now, pause=gone.sleep)
+    assert monitoring.down(rows[1]) == ["ray 10.0.0.2:8080"]
