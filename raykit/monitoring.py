@@ -16,8 +16,6 @@ from typing import Any
 from raykit.cluster import ClusterError
 from raykit.doctor import Finding
 
-# Prometheus's job names: each node's Ray metrics, the head's own two, each host's node exporter.
-JOBS = ("ray", "ray_head", "node", "prometheus")
 DURATION = re.compile(r"^([0-9]+[smhdwy])+$")
 SIZE = re.compile(r"^[0-9]+[KMGT]?$")
 # Doctor's limits.
