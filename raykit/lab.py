@@ -281,11 +281,12 @@ def require_root() -> None:
         raise LabError("the lab needs root (it creates containers, mounts and a bridge); run as root")
 
 
-def ensure_controller_tools(log: Log) -> None:
-    missing = sorted({pkg for cmd, pkg in CONTROLLER_TOOLS.items() if shutil.which(cmd) is None})
+def ensure_controller_tools(log: Log, tools: dict[str, str] = CONTROLLER_TOOLS, why: str = "the lab") -> None:
+    """Install with apt-get the packages of the commands (command -> package) the controller lacks."""
+    missing = sorted({pkg for cmd, pkg in tools.items() if shutil.which(cmd) is None})
     if not missing:
         return
-    log(f"installing system packages the lab needs: {' '.join(missing)}")
+    log(f"installing system packages {why} needs: {' '.join(missing)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
         run(["apt-get", "update", "-qq"], env=env, stdout=subprocess.DEVNULL)

@@ -16,7 +16,9 @@ from tasks.bench import (
     bench_lab,
     bench_monitoring,
     bench_python,
+    bench_rayup,
     bench_run,
+    bench_scale,
     bench_tls,
     bench_upgrade,
 )
@@ -80,6 +82,8 @@ bench.add_task(bench_run, name="run")
 bench.add_task(bench_grow, name="grow")
 bench.add_task(bench_monitoring, name="monitoring")
 bench.add_task(bench_upgrade, name="upgrade")
+bench.add_task(bench_scale, name="scale")
+bench.add_task(bench_rayup, name="rayup")
 ns = Collection(
     demo,
     lint,

@@ -95,7 +95,9 @@ def bench_cluster(c: Context, inventory: str | None = None) -> None:
         figures.append({"step": name, "seconds": f"{time.monotonic() - start:.1f}"})
 
     reset(c, yes=True, inventory=inventory)
+    sent = controller_sent_bytes(c)
     timed("provision (cold, wheelhouse cached)", lambda: provision(c, inventory=inventory))
+    sent = controller_sent_bytes(c) - sent
     timed("provision (no-op)", lambda: provision(c, inventory=inventory))
     timed("deploy (to all nodes alive)", lambda: deploy(c, inventory=inventory))
     state = cluster_state(c, inventory)
@@ -107,10 +109,8 @@ def bench_cluster(c: Context, inventory: str | None = None) -> None:
     timed("deploy (no-op)", lambda: deploy(c, inventory=inventory))
     stop(c, inventory=inventory)
     timed("deploy of stopped nodes (Ray's second start)", lambda: deploy(c, inventory=inventory))
-    tars = sorted(Path("~/.cache/raykit/wheelhouse").expanduser().glob("*/wheelhouse.tar"))
     print_table(figures)
-    for tar in tars:
-        say(f"bench: bytes sent per host by a cold provision: {tar.stat().st_size} ({tar.parent.name})")
+    say(f"bench: the controller sent {sent / 1e6:.0f} MB into the lab's bridge during the cold provision")
 
 
 @task()
@@ -129,6 +129,151 @@ def bench_grow(c: Context) -> None:
         figures.append({"step": name, "seconds": f"{time.monotonic() - start:.1f}"})
     figures.append({"step": "in all", "seconds": f"{sum(float(f['seconds']) for f in figures):.1f}"})
     print_table(figures)
+
+
+def controller_sent_bytes(c: Context) -> int:
+    """What the controller has sent into the lab's bridge (the kernel's counter: the hosts'
+    traffic to each other is switched past it)."""
+    state = labkit.load_state(lab_settings(c))
+    assert state is not None  # lab_only checked
+    return int(Path(f"/sys/class/net/{state.bridge}/statistics/tx_bytes").read_text())
+
+
+@task(help={"hosts": "lab sizes to measure, comma-separated (default 1,3,6)"})
+def bench_scale(c: Context, hosts: str = "1,3,6") -> None:
+    """For each lab size (the lab made anew, every host with ray_num_cpus 1): time a cold
+    provision, a deploy to every node alive and both no-ops, and the bytes the controller sent."""
+    lab_only(c, None, "bench.scale")
+    sizes = [int(n) for n in hosts.split(",")]
+    before = len(cluster_state(c, None)["hosts"])
+    figures = []
+
+    def one_cpu_each(inv: dict[str, Any]) -> None:
+        for group in inv["all"]["children"].values():
+            for hostvars in (group.get("hosts") or {}).values():
+                hostvars["ray_num_cpus"] = 1
+
+    for size in sizes:
+        down(c)
+        up(c, hosts=str(size))
+        with tempfile.TemporaryDirectory() as tmp:
+            inventory = str(lab_variant(c, Path(tmp), one_cpu_each))
+            for step, action in (("provision (cold, wheelhouse cached)", provision), ("provision (no-op)", provision),
+                                 ("deploy (to every node alive)", deploy), ("deploy (no-op)", deploy)):  # fmt: skip
+                sent, start = controller_sent_bytes(c), time.monotonic()
+                action(c, inventory=inventory)
+                figures.append({"hosts": str(size), "step": step, "seconds": f"{time.monotonic() - start:.1f}",
+                                "controller sent MB": f"{(controller_sent_bytes(c) - sent) / 1e6:.0f}"})  # fmt: skip
+    down(c)
+    up(c, hosts=str(before))
+    print_table(figures)
+
+
+# ray up's nodes: the hosts' own python3, the same locked wheels installed by the same uv
+# (so the figures compare the orchestration, not the installers), Ray as the admin user.
+RAYUP_ENV = "~/rayup-env"
+RAYUP_WHEELS = "~/rayup-wheels"
+RAYUP_NODES_ALIVE = """
+import json, urllib.request
+nodes = json.load(urllib.request.urlopen("http://127.0.0.1:8265/api/v0/nodes?limit=100", timeout=5))
+print(sum(n["state"] == "ALIVE" for n in nodes["data"]["result"]["result"]))
+"""
+
+
+def rayup_config(head: str, workers: list[str], user: str, key: Path, wheelhouse: str) -> dict[str, Any]:
+    """ray up's cluster file for the local provider: every host a fixed node, set up over SSH."""
+    wheels = f"{RAYUP_WHEELS}/{wheelhouse}"
+    ray = f"{RAYUP_ENV}/bin/ray"
+    return {
+        "cluster_name": "raykit-bench",
+        "provider": {"type": "local", "head_ip": head, "worker_ips": workers},
+        "auth": {"ssh_user": user, "ssh_private_key": str(key)},
+        "min_workers": len(workers),
+        "max_workers": len(workers),
+        "upscaling_speed": 1.0,
+        "idle_timeout_minutes": 5,
+        "setup_commands": [
+            f"test -x {RAYUP_ENV}/bin/python || python3 -m venv --without-pip {RAYUP_ENV}",
+            f"UV_NO_CONFIG=1 {wheels}/uv pip sync --python {RAYUP_ENV}/bin/python --require-hashes --offline"
+            f" --no-index --find-links {wheels}/wheels {wheels}/requirements.txt",
+        ],
+        "head_start_ray_commands": [
+            f"{ray} stop",
+            f"{ray} start --head --port=6379 --autoscaling-config=~/ray_bootstrap_config.yaml --disable-usage-stats",
+        ],
+        "worker_start_ray_commands": [f"{ray} stop", f"{ray} start --address=$RAY_HEAD_IP:6379"],
+    }
+
+
+@task(help={"timeout": "seconds ray up's cluster may take to have every node alive (default 900)"})
+def bench_rayup(c: Context, timeout: float = 900) -> None:
+    """Time `ray up` (local provider, v1 autoscaler) and the kit's provision + deploy, each
+    from bare lab hosts to every node alive, in the same run; ray up gets the wheels and
+    rsync copied to the hosts first, untimed, and everything it left is removed after it."""
+    lab_only(c, None, "bench.rayup")
+    settings = lab_settings(c)
+    state = labkit.load_state(settings)
+    assert state is not None  # lab_only checked
+    names = [h.name for h in state.hosts]
+    hostvars = {name: host_vars(c, name, None) for name in names}
+
+    def on(name: str, command: str, hide: bool = True) -> str:
+        return c.run(shlex.join(ssh_argv(hostvars[name], name, command)), hide=hide).stdout
+
+    def copy(name: str, local: Path, remote: str) -> None:
+        ssh = ssh_argv(hostvars[name], name)
+        c.run(shlex.join(["scp", "-q", *ssh[1:-1], str(local), f"{ssh[-1]}:{remote}"]))
+
+    with user_errors():
+        labkit.ensure_controller_tools(say, {"rsync": "rsync"}, "ray up")  # it syncs files to the head with rsync
+    reset(c, yes=True)
+    tar = max(Path("~/.cache/raykit/wheelhouse").expanduser().glob("*/wheelhouse.tar"), key=lambda t: t.stat().st_mtime)
+    rsync = json.loads(c.run(f"{VENV_BIN}/python -m raykit.debs --release {state.hosts[0].suite} --arch x86_64 rsync",
+                             hide=True).stdout)  # fmt: skip
+    report = ROOT / "roles/ray/files/raykit_report.py"
+    installed: dict[str, list[str]] = {}
+    say("bench: copying the wheels and rsync to the hosts for ray up (untimed)")
+    for name in names:
+        for local in (tar, Path(rsync["debs_tar"]), report):
+            copy(name, local, f"/tmp/{local.name}")
+        on(name, f"mkdir -p {RAYUP_WHEELS} && tar -xf /tmp/{tar.name} -C {RAYUP_WHEELS} && rm /tmp/{tar.name}")
+        done = on(name, shlex.join(["sudo", "python3", "-I", "-S", f"/tmp/{report.name}", "install-debs",
+                                    f"/tmp/{Path(rsync['debs_tar']).name}", json.dumps(rsync["debs"])]))  # fmt: skip
+        installed[name] = json.loads(done)["installed"]
+    head = state.hosts[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp, "cluster.yaml")
+        workers = [h.address for h in state.hosts[1:]]
+        config.write_text(yaml.safe_dump(rayup_config(head.address, workers, settings.admin_user, settings.ssh_key,
+                                                      tar.parent.name)))  # fmt: skip
+        env = {"RAY_UP_enable_autoscaler_v2": "0"}
+        try:
+            start = time.monotonic()
+            c.run(f"{VENV_BIN}/ray up -y --no-config-cache {config}", env=env, hide="out")
+            deadline = start + timeout
+            alive = 0
+            while alive < len(names):
+                if time.monotonic() > deadline:
+                    raise Exit(f"error: ray up's cluster had {alive} of {len(names)} nodes alive after {timeout:.0f} s")
+                found = on(head.name, shlex.join(["python3", "-c", RAYUP_NODES_ALIVE]) + " 2>/dev/null || echo 0")
+                alive = int(found.strip() or 0)
+            rayup_s = time.monotonic() - start
+        finally:
+            c.run(f"{VENV_BIN}/ray down -y {config}", env=env, hide=True, warn=True)
+            for name in names:  # ray down leaves processes behind
+                on(name, f"pkill -KILL -u {settings.admin_user} -f '[r]ayup-env'; true")  # alone: it matches no shell
+                on(name, f"rm -rf {RAYUP_ENV} {RAYUP_WHEELS} ~/ray_bootstrap_config.yaml ~/ray_bootstrap_key.pem"
+                         " ~/.ray /tmp/ray")  # fmt: skip
+                if installed[name]:
+                    on(name, shlex.join(["sudo", "apt-get", "purge", "--yes", "-qq", *installed[name]]))
+    start = time.monotonic()
+    provision(c)
+    deploy(c)
+    kit_s = time.monotonic() - start
+    what = "bare hosts to every node alive"
+    print_table([{what: "ray up (wheels and rsync pre-copied)", "seconds": f"{rayup_s:.1f}"},
+                 {what: "invoke provision + deploy", "seconds": f"{kit_s:.1f}"}])  # fmt: skip
+    say(f"bench: the kit took {kit_s / rayup_s:.2f}x ray up's time, on {len(names)} hosts")
 
 
 PROMETHEUS_FIGURES = """

@@ -126,6 +126,19 @@ class LabHost:
         return testinfra.host.Host(_SshBackend(self))
 
 
+def controller_sent_bytes() -> int:
+    """What the controller has sent into the lab's bridge, by the kernel's counter (hosts'
+    traffic to each other is switched past it)."""
+    bridge = json.loads(Path("/var/lib/raykit/lab/lab.json").read_text())["bridge"]
+    return int(Path(f"/sys/class/net/{bridge}/statistics/tx_bytes").read_text())
+
+
+def wheelhouse_tar_bytes() -> int:
+    """The size of the wheelhouse provision sends (the newest in the controller's cache)."""
+    tars = Path("~/.cache/raykit/wheelhouse").expanduser().glob("*/wheelhouse.tar")
+    return max(tars, key=lambda tar: tar.stat().st_mtime).stat().st_size
+
+
 def read_inventory() -> dict[str, LabHost]:
     """The lab's hosts as any Ansible user sees them: from inventory/lab.yml."""
     inv = yaml.safe_load(INVENTORY.read_text())["all"]

@@ -11,14 +11,17 @@ import pytest
 
 from tests.helpers import (
     ENV,
+    HEAD,
     PINS,
     LabHost,
     assert_refused,
+    controller_sent_bytes,
     install_fake_wheel,
     invoke,
     on_every_host,
     recap,
     task_results,
+    wheelhouse_tar_bytes,
     write_inventory_variant,
 )
 
@@ -217,8 +220,15 @@ def test_lock_resolves_the_pins_for_the_hosts_architecture_with_hashes(lab, tmp_
 
 
 def test_provision_installs_identical_python_and_ray_everywhere(fresh_hosts) -> None:
+    sent = controller_sent_bytes()
     result = provision()
+    sent = controller_sent_bytes() - sent
     assert result.returncode == 0, result.stdout[-3000:]
+    # The controller sent the wheelhouse once, to the head; the others fetched it from there.
+    tar = wheelhouse_tar_bytes()
+    assert tar <= sent < 1.5 * tar, f"the controller sent {sent} bytes for a {tar}-byte wheelhouse"
+    fetched = re.findall(r"^changed: \[(\S+)\] => \(item=wheelhouse from (\S+)\)", result.stdout, re.MULTILINE)
+    assert sorted(fetched) == [(name, HEAD) for name in sorted(fresh_hosts) if name != HEAD], fetched
     states = {name: direct_state(h) for name, h in fresh_hosts.items()}
     assert {s[:2] for s in states.values()} == {(PINS["ray_python_version"], PINS["ray_version"])}, states
     assert len({s[2] for s in states.values()}) == 1, f"installed files differ: {states}"
@@ -242,10 +252,38 @@ def test_second_provision_changes_nothing(provisioned) -> None:
     assert set(provisioned) <= set(counts)
     assert {name: c["changed"] for name, c in counts.items()} == {name: 0 for name in counts}
     # The probe and the report found every host as provision makes it: no install task ran.
-    for task in ("Install exactly the locked packages, hashes checked", "Copy the wheelhouse to the host",
+    for task in ("Install exactly the locked packages, hashes checked", "Copy the archives this host seeds",
+                 "Fetch each archive from its seed", "Unpack the wheelhouse on the host",
                  "Unpack the bytecode of the modules a Ray node imports", "Create the ray system user",
                  "Point current at this environment"):  # fmt: skip
         assert task_results(result.stdout, task) == {"skipping"}, (task, result.stdout[-3000:])
+
+
+WHEELHOUSE_DIGEST = (
+    "cd /opt/ray/wheelhouse/*/ && test -f .complete && find . -type f | sort | xargs sha256sum | sha256sum"
+)
+
+
+def test_a_seed_that_cannot_be_reached_makes_its_hosts_fall_back_to_the_controller(provisioned) -> None:
+    head = provisioned[HEAD]
+    for host in provisioned.values():
+        host.ssh("sudo rm -r /opt/ray/wheelhouse/*/")
+    peers = [name for name in provisioned if name != HEAD]
+    for name in peers:  # the lab's bridge drops their packets to the seed's server, as for a host that is down
+        invoke("lab.block", name, HEAD, "9180")
+    try:
+        sent = controller_sent_bytes()
+        result = provision()
+        sent = controller_sent_bytes() - sent
+    finally:
+        invoke("lab.unblock")
+    assert result.returncode == 0, result.stdout[-3000:]
+    for name in peers:
+        assert f"{name}: could not fetch wheelhouse from {HEAD}" in result.stdout, result.stdout[-3000:]
+    assert sent >= len(provisioned) * wheelhouse_tar_bytes(), f"the controller sent {sent} bytes"
+    digests = {name: host.ssh(f"sudo sh -c '{WHEELHOUSE_DIGEST}'").stdout for name, host in provisioned.items()}
+    assert len(set(digests.values())) == 1, digests
+    assert "could not be found" in head.ssh("systemctl status raykit-fanout.service", check=False).stderr
 
 
 def test_provision_repairs_hand_made_changes_outside_the_packages(provisioned) -> None:

@@ -244,7 +244,12 @@ def test_a_pin_change_reverses_the_roles_and_deploy_switches(mixed: dict[str, La
 def test_the_build_provider_gives_every_host_the_kits_build(mixed_lab: dict[str, LabHost], tmp_path: Path) -> None:
     hosts = mixed_lab  # from any pin or provider: the test ends on the pins and the default provider
     inventory = write_inventory_variant(tmp_path, on_every_host(ray_python_provider="build"))
-    provision(inventory)
+    out = provision(inventory).stdout
+    # The bookworm hosts share one build: the controller sent it to one of them, the others fetched it there.
+    copied = re.findall(r"^changed: \[(\S+)\] => \(item=python\)$", out, re.MULTILINE)
+    fetched = re.findall(r"^changed: \[(\S+)\] => \(item=python from (\S+)\)$", out, re.MULTILINE)
+    bookworm = sorted(name for name in hosts if name != TRIXIE)
+    assert (copied, sorted(fetched)) == (bookworm[:1], [(name, bookworm[0]) for name in bookworm[1:]]), out[-3000:]
     deploy(hosts, inventory)
     assert {name: env_python(h) for name, h in hosts.items()} == dict.fromkeys(hosts, (PIN, f"/opt/ray/python/{PIN}"))
     # Deploy restarted the nodes whose environment provision made anew.

@@ -164,6 +164,7 @@ def test_good_settings_pass() -> None:
         ({"ray_node_exporter_port": 8080}, "ray_metrics_export_port and ray_node_exporter_port use the same port"),
         ({"ray_prometheus_port": 8265}, "ray_dashboard_port and ray_prometheus_port use the same port"),
         ({"ray_prometheus_port": 12000}, "ray_prometheus_port is inside the worker port range"),
+        ({"ray_fanout_port": 8000}, "ray_serve_port and ray_fanout_port use the same port"),
         ({"ray_dashboard_access": "vpn"}, 'ray_dashboard_access must be direct or tunnel, got "vpn"'),
         ({"ray_dashboard_access": "tunnel", "ray_dashboard_host": "0.0.0.0"}, "ray_dashboard_host 0.0.0.0 contradicts"),
     ],

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from raykit import debs
+from raykit import debs, fanout
 from raykit.endpoint import endpoint, endpoint_path
 from raykit.plan import file_states, object_store_bytes
 
@@ -32,4 +32,7 @@ class FilterModule:
             "ray_endpoint_path": lambda head: str(endpoint_path(head)),
             "ray_cached_debs": ray_cached_debs,
             "ray_debs_unfetched": ray_debs_unfetched,
+            "ray_fanout_plan": fanout.plan,
+            "ray_fanout_server_argv": fanout.server_argv,
+            "ray_fanout_fallback": fanout.fallback_message,
         }
