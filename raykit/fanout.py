@@ -26,8 +26,9 @@ def sha256_file(path: str) -> str:
     return _DIGESTS[key]
 
 
-def plan(hosts: Sequence[Mapping[str, Any]], port: int) -> dict[str, dict[str, Any]]:
-    """hosts, in play order: {host, ip, items: [{name, src (controller), dest (host)}]}.
+def plan(hosts: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """hosts, in play order: {host, ip, port (its ray_fanout_port), items: [{name, src (on the
+    controller), dest (on the host)}]}.
 
     Per host: `seeds`, the items it seeds (from the controller); `fetch`, the items it gets from
     a seed, each with its `peer` and `url`; `serve`, digest -> path of what it serves; `allow`,
@@ -49,9 +50,8 @@ def plan(hosts: Sequence[Mapping[str, Any]], port: int) -> dict[str, dict[str, A
             served["serve"][digest] = path
             if h["ip"] not in served["allow"]:
                 served["allow"].append(h["ip"])
-            out[h["host"]]["fetch"].append(
-                {**entry, "peer": seed["host"], "url": f"http://{seed['ip']}:{port}/{digest}"}
-            )
+            url = f"http://{seed['ip']}:{seed['port']}/{digest}"
+            out[h["host"]]["fetch"].append({**entry, "peer": seed["host"], "url": url})
     return out
 
 
@@ -61,8 +61,10 @@ def server_argv(
     """The systemd-run command line of a seed's server: a transient unit that is ready once it
     listens, runs as a user of its own with no write access anywhere, and stops at the deadline
     even if provision never comes back to stop it."""
+    # The port is below 1024: it may bind it, as no Ray job can.
     properties = ["Type=notify", "DynamicUser=yes", f"RuntimeMaxSec={deadline}", "NoNewPrivileges=yes",
-                  "PrivateTmp=yes", "ProtectHome=yes", "PrivateDevices=yes"]  # fmt: skip
+                  "PrivateTmp=yes", "ProtectHome=yes", "PrivateDevices=yes",
+                  "AmbientCapabilities=CAP_NET_BIND_SERVICE", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE"]  # fmt: skip
     files = [f"{digest}={path}" for digest, path in sorted(host_plan["serve"].items())]
     command = [interpreter, "-I", "-S", "-c", script, ip, str(port), ",".join(host_plan["allow"]), *files]
     return ["systemd-run", f"--unit={unit}", "--collect", "--quiet", *(f"--property={p}" for p in properties),
@@ -73,7 +75,7 @@ def fallback_message(host: str, failed: Mapping[str, Any]) -> str:
     """What a host whose fetch failed says before it copies from the controller instead."""
     results = failed.get("results") or [failed]
     reasons = [
-        f"{r['item']['name']} from {r['item']['peer']} ({r['item']['url']}): {r.get('msg', 'failed')}"
+        f"{r['item']['name']} from {r['item']['peer']} ({r['item']['url']}): {r.get('response') or r.get('msg')}"
         for r in results
         if r.get("failed") and isinstance(r.get("item"), Mapping)
     ]

@@ -153,19 +153,23 @@ def bench_scale(c: Context, hosts: str = "1,3,6") -> None:
             for hostvars in (group.get("hosts") or {}).values():
                 hostvars["ray_num_cpus"] = 1
 
-    for size in sizes:
+    try:
+        for size in sizes:
+            down(c)
+            up(c, hosts=str(size))
+            with tempfile.TemporaryDirectory() as tmp:
+                inventory = str(lab_variant(c, Path(tmp), one_cpu_each))
+                for step, action in (("provision (cold, wheelhouse cached)", provision),
+                                     ("provision (no-op)", provision),
+                                     ("deploy (to every node alive)", deploy), ("deploy (no-op)", deploy)):  # fmt: skip
+                    sent, start = controller_sent_bytes(c), time.monotonic()
+                    action(c, inventory=inventory)
+                    took, sent = time.monotonic() - start, controller_sent_bytes(c) - sent
+                    figures.append({"hosts": str(size), "step": step, "seconds": f"{took:.1f}",
+                                    "controller sent MB": f"{sent / 1e6:.0f}"})  # fmt: skip
+    finally:  # the lab at its size again (its hosts fresh), whatever failed
         down(c)
-        up(c, hosts=str(size))
-        with tempfile.TemporaryDirectory() as tmp:
-            inventory = str(lab_variant(c, Path(tmp), one_cpu_each))
-            for step, action in (("provision (cold, wheelhouse cached)", provision), ("provision (no-op)", provision),
-                                 ("deploy (to every node alive)", deploy), ("deploy (no-op)", deploy)):  # fmt: skip
-                sent, start = controller_sent_bytes(c), time.monotonic()
-                action(c, inventory=inventory)
-                figures.append({"hosts": str(size), "step": step, "seconds": f"{time.monotonic() - start:.1f}",
-                                "controller sent MB": f"{(controller_sent_bytes(c) - sent) / 1e6:.0f}"})  # fmt: skip
-    down(c)
-    up(c, hosts=str(before))
+        up(c, hosts=str(before))
     print_table(figures)
 
 
@@ -217,8 +221,8 @@ def bench_rayup(c: Context, timeout: float = 900) -> None:
     names = [h.name for h in state.hosts]
     hostvars = {name: host_vars(c, name, None) for name in names}
 
-    def on(name: str, command: str, hide: bool = True) -> str:
-        return c.run(shlex.join(ssh_argv(hostvars[name], name, command)), hide=hide).stdout
+    def on(name: str, command: str, warn: bool = False) -> str:
+        return c.run(shlex.join(ssh_argv(hostvars[name], name, command)), hide=True, warn=warn).stdout
 
     def copy(name: str, local: Path, remote: str) -> None:
         ssh = ssh_argv(hostvars[name], name)
@@ -228,17 +232,19 @@ def bench_rayup(c: Context, timeout: float = 900) -> None:
         labkit.ensure_controller_tools(say, {"rsync": "rsync"}, "ray up")  # it syncs files to the head with rsync
     reset(c, yes=True)
     tar = max(Path("~/.cache/raykit/wheelhouse").expanduser().glob("*/wheelhouse.tar"), key=lambda t: t.stat().st_mtime)
-    rsync = json.loads(c.run(f"{VENV_BIN}/python -m raykit.debs --release {state.hosts[0].suite} --arch x86_64 rsync",
-                             hide=True).stdout)  # fmt: skip
     report = ROOT / "roles/ray/files/raykit_report.py"
     installed: dict[str, list[str]] = {}
     say("bench: copying the wheels and rsync to the hosts for ray up (untimed)")
-    for name in names:
+    for host in state.hosts:
+        name, arch = host.name, on(host.name, "uname -m").strip()
+        rsync = json.loads(c.run(f"{VENV_BIN}/python -m raykit.debs --release {host.suite} --arch {arch} rsync",
+                                 hide=True).stdout)  # fmt: skip
         for local in (tar, Path(rsync["debs_tar"]), report):
             copy(name, local, f"/tmp/{local.name}")
         on(name, f"mkdir -p {RAYUP_WHEELS} && tar -xf /tmp/{tar.name} -C {RAYUP_WHEELS} && rm /tmp/{tar.name}")
         done = on(name, shlex.join(["sudo", "python3", "-I", "-S", f"/tmp/{report.name}", "install-debs",
                                     f"/tmp/{Path(rsync['debs_tar']).name}", json.dumps(rsync["debs"])]))  # fmt: skip
+        on(name, f"rm /tmp/{report.name}")
         installed[name] = json.loads(done)["installed"]
     head = state.hosts[0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -261,11 +267,12 @@ def bench_rayup(c: Context, timeout: float = 900) -> None:
         finally:
             c.run(f"{VENV_BIN}/ray down -y {config}", env=env, hide=True, warn=True)
             for name in names:  # ray down leaves processes behind
-                on(name, f"pkill -KILL -u {settings.admin_user} -f '[r]ayup-env'; true")  # alone: it matches no shell
+                # Every step on every host, whatever failed before it (warn: no exception).
+                on(name, f"pkill -KILL -u {settings.admin_user} -f '[r]ayup-env'; true", warn=True)  # matches no shell
                 on(name, f"rm -rf {RAYUP_ENV} {RAYUP_WHEELS} ~/ray_bootstrap_config.yaml ~/ray_bootstrap_key.pem"
-                         " ~/.ray /tmp/ray")  # fmt: skip
+                         " ~/.ray /tmp/ray", warn=True)  # fmt: skip
                 if installed[name]:
-                    on(name, shlex.join(["sudo", "apt-get", "purge", "--yes", "-qq", *installed[name]]))
+                    on(name, shlex.join(["sudo", "apt-get", "purge", "--yes", "-qq", *installed[name]]), warn=True)
     start = time.monotonic()
     provision(c)
     deploy(c)

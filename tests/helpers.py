@@ -133,10 +133,10 @@ def controller_sent_bytes() -> int:
     return int(Path(f"/sys/class/net/{bridge}/statistics/tx_bytes").read_text())
 
 
-def wheelhouse_tar_bytes() -> int:
-    """The size of the wheelhouse provision sends (the newest in the controller's cache)."""
-    tars = Path("~/.cache/raykit/wheelhouse").expanduser().glob("*/wheelhouse.tar")
-    return max(tars, key=lambda tar: tar.stat().st_mtime).stat().st_size
+def wheelhouse_tar_bytes(host: LabHost) -> int:
+    """The size of the controller's tar of the one wheelhouse the host has."""
+    (name,) = host.ssh("ls /opt/ray/wheelhouse").stdout.split()
+    return (Path("~/.cache/raykit/wheelhouse").expanduser() / name / "wheelhouse.tar").stat().st_size
 
 
 def read_inventory() -> dict[str, LabHost]:

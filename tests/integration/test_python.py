@@ -249,6 +249,7 @@ def test_the_build_provider_gives_every_host_the_kits_build(mixed_lab: dict[str,
     copied = re.findall(r"^changed: \[(\S+)\] => \(item=python\)$", out, re.MULTILINE)
     fetched = re.findall(r"^changed: \[(\S+)\] => \(item=python from (\S+)\)$", out, re.MULTILINE)
     bookworm = sorted(name for name in hosts if name != TRIXIE)
+    copied = [name for name in copied if name != TRIXIE]  # a new trixie host gets its own build
     assert (copied, sorted(fetched)) == (bookworm[:1], [(name, bookworm[0]) for name in bookworm[1:]]), out[-3000:]
     deploy(hosts, inventory)
     assert {name: env_python(h) for name, h in hosts.items()} == dict.fromkeys(hosts, (PIN, f"/opt/ray/python/{PIN}"))

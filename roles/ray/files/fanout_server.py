@@ -7,6 +7,7 @@ argv: ADDRESS PORT ALLOWED,ADDRESSES DIGEST=PATH...
 import http.server
 import os
 import socket
+import socketserver
 import sys
 
 ADDRESS, PORT, ALLOWED = sys.argv[1], int(sys.argv[2]), set(sys.argv[3].split(","))
@@ -14,6 +15,8 @@ FILES = dict(arg.split("=", 1) for arg in sys.argv[4:])
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    timeout = 60  # an idle or stalled client does not hold its thread until the deadline
+
     def do_GET(self) -> None:
         if self.client_address[0] not in ALLOWED:
             self.send_error(403)
@@ -30,6 +33,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.connection.sendfile(f)
 
 
+class Server(http.server.ThreadingHTTPServer):
+    def server_bind(self) -> None:
+        # HTTPServer's own looks the address up in DNS, which hangs on hosts that reach no resolver.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = ADDRESS, PORT
+
+
 def notify_ready() -> None:
     """Tell systemd (Type=notify) it listens: systemd-run returns only then."""
     address = os.environ.get("NOTIFY_SOCKET", "")
@@ -39,6 +49,9 @@ def notify_ready() -> None:
             sock.sendall(b"READY=1")
 
 
-server = http.server.ThreadingHTTPServer((ADDRESS, PORT), Handler)
+try:
+    server = Server((ADDRESS, PORT), Handler)
+except OSError as exc:  # one line in the journal, which provision shows
+    sys.exit(f"cannot listen on {ADDRESS}:{PORT}: {exc.strerror}")
 notify_ready()
 server.serve_forever()

@@ -318,13 +318,16 @@ def ray_settings_errors(s: Mapping[str, Any]) -> list[str]:
         errors.append(f"ray_redis_address is set but its password file {s['ray_redis_password_file']} does not exist")
     ports = {**ray_ports(s, s["is_head"]), **{name: s[name] for name in RESERVED_PORTS}}
     ports["ray_serve_port"] = s["ray_serve_port"]  # every node's Serve proxy, when Serve runs
-    ports["ray_fanout_port"] = s["ray_fanout_port"]  # provision's server, beside a running Ray
     if s["is_head"] and s["ray_gcs_ft"] != "none" and not s["ray_redis_address"]:
         ports["ray_redis_port"] = s["ray_redis_port"]  # the kit's Redis, on the head's loopback
     if s["monitoring"]:  # the node exporter on every node, Prometheus on the monitoring host
         ports["ray_node_exporter_port"] = s["ray_node_exporter_port"]
     if s["is_monitor"]:
         ports["ray_prometheus_port"] = s["ray_prometheus_port"]
+    fanout = s["ray_fanout_port"]  # provision's server: where only root listens, so no Ray job poses as it
+    if not (_whole(fanout) and 1 <= fanout <= 1023):
+        errors.append(f"ray_fanout_port must be a whole number from 1 to 1023 (only root may listen there), "
+                      f"got {json.dumps(fanout)}")  # fmt: skip
     return errors + ray_port_errors(ports, s["ray_min_worker_port"], s["ray_max_worker_port"])
 
 
