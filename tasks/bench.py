@@ -24,6 +24,7 @@ from invoke import Context, Exit, task
 from raykit import cluster, pybuild
 from raykit import lab as labkit
 from raykit.ssh import ssh_argv
+from raykit.wheelhouse import wheelhouse_id
 from tasks.cluster import deploy, lock, provision, reset, rollback, stop
 from tasks.common import (
     INVENTORY_HELP,
@@ -231,12 +232,17 @@ def bench_rayup(c: Context, timeout: float = 900) -> None:
     with user_errors():
         labkit.ensure_controller_tools(say, {"rsync": "rsync"}, "ray up")  # it syncs files to the head with rsync
     reset(c, yes=True)
-    tar = max(Path("~/.cache/raykit/wheelhouse").expanduser().glob("*/wheelhouse.tar"), key=lambda t: t.stat().st_mtime)
+    # The lock's own wheelhouse, as provision names it (the cache may hold other pins' too).
+    arch = on(names[0], "uname -m").strip()
+    wheelhouse = wheelhouse_id(ROOT / "locks" / f"cluster-{arch}.txt", arch, False)
+    tar = Path("~/.cache/raykit/wheelhouse").expanduser() / wheelhouse / "wheelhouse.tar"
+    if not tar.is_file():
+        raise Exit(f"error: no wheelhouse {wheelhouse} in the controller's cache; run `invoke provision` once", code=2)
     report = ROOT / "roles/ray/files/raykit_report.py"
     installed: dict[str, list[str]] = {}
     say("bench: copying the wheels and rsync to the hosts for ray up (untimed)")
     for host in state.hosts:
-        name, arch = host.name, on(host.name, "uname -m").strip()
+        name = host.name
         rsync = json.loads(c.run(f"{VENV_BIN}/python -m raykit.debs --release {host.suite} --arch {arch} rsync",
                                  hide=True).stdout)  # fmt: skip
         for local in (tar, Path(rsync["debs_tar"]), report):
@@ -251,7 +257,7 @@ def bench_rayup(c: Context, timeout: float = 900) -> None:
         config = Path(tmp, "cluster.yaml")
         workers = [h.address for h in state.hosts[1:]]
         config.write_text(yaml.safe_dump(rayup_config(head.address, workers, settings.admin_user, settings.ssh_key,
-                                                      tar.parent.name)))  # fmt: skip
+                                                      wheelhouse)))  # fmt: skip
         env = {"RAY_UP_enable_autoscaler_v2": "0"}
         try:
             start = time.monotonic()
