@@ -33,6 +33,8 @@ PIP_TIMEOUT_S = 600
 BYTECODE_TIMEOUT_S = 600
 # Bumped when what a wheelhouse holds changes (2: the node's bytecode), so hosts get the new one.
 FORMAT = 2
+# The controller's cache, ray_wheelhouse_cache's default: one folder per wheelhouse id.
+CACHE = Path("~/.cache/raykit/wheelhouse")
 
 
 def wheelhouse_id(lock: Path, arch: str, index_only: bool) -> str:
@@ -122,7 +124,7 @@ def runs_as(interpreter: str, major_minor: tuple[int, ...]) -> bool:
     return tuple(int(part) for part in out.split()) == major_minor
 
 
-def pack(tar_path: Path, lock: Path, uv: bytes, wheels: list[Path], node_pycs: Path) -> None:
+def pack(tar: Path, lock: Path, uv: bytes, wheels: list[Path], node_pycs: Path) -> None:
     """A tar in a fixed order, with fixed times and owners."""
 
     def add(tf: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
@@ -130,8 +132,8 @@ def pack(tar_path: Path, lock: Path, uv: bytes, wheels: list[Path], node_pycs: P
         info.size, info.mode, info.mtime = len(data), mode, 0
         tf.addfile(info, io.BytesIO(data))
 
-    top = tar_path.parent.name
-    tmp = tar_path.with_suffix(".tmp")
+    top = tar.parent.name
+    tmp = tar.with_suffix(".tmp")
     with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tf:
         add(tf, f"{top}/requirements.txt", lock.read_bytes(), 0o644)
         add(tf, f"{top}/uv", uv, 0o755)
@@ -140,22 +142,27 @@ def pack(tar_path: Path, lock: Path, uv: bytes, wheels: list[Path], node_pycs: P
         add(tf, f"{top}/bytecode.tar.gz", node_pycs.read_bytes(), 0o644)
         # Last, so its presence on a host means the whole tar was unpacked.
         add(tf, f"{top}/.complete", b"", 0o644)
-    tmp.replace(tar_path)
+    tmp.replace(tar)
+
+
+def tar_path(cache: Path, name: str) -> Path:
+    """Where the cache keeps wheelhouse name's tar."""
+    return cache / name / "wheelhouse.tar"
 
 
 def ensure(lock: Path, cache: Path, name: str, index_only: bool) -> dict[str, object]:
     meta = read_header(lock)
     arch, python_version = str(meta["arch"]), str(meta["python_version"])
     dest = cache / name
-    tar_path = dest / "wheelhouse.tar"
+    tar = tar_path(cache, name)
     cache.mkdir(parents=True, exist_ok=True)
     # Hosts of one architecture ask for the same wheelhouse at once: the first builds it.
     with open(cache / f".{name}.lock", "w") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)
-        changed = not tar_path.exists()
+        changed = not tar.exists()
         if changed:
             build(lock, dest, arch, python_version, index_only)
-    return {"tar": str(tar_path), "id": name, "changed": changed, "bytes": tar_path.stat().st_size}
+    return {"tar": str(tar), "id": name, "changed": changed, "bytes": tar.stat().st_size}
 
 
 def build(lock: Path, dest: Path, arch: str, python_version: str, index_only: bool) -> None:
@@ -171,7 +178,7 @@ def build(lock: Path, dest: Path, arch: str, python_version: str, index_only: bo
     with tempfile.TemporaryDirectory() as tmp:  # kept only inside the wheelhouse tar
         node_pycs = Path(tmp) / "bytecode.tar.gz"
         bytecode(None if index_only else wheels, arch, python_version, node_pycs)
-        pack(dest / "wheelhouse.tar", lock, uv_binary(wheels), shipped, node_pycs)
+        pack(tar_path(dest.parent, dest.name), lock, uv_binary(wheels), shipped, node_pycs)
     for old in dest.parent.glob(f"{arch}-*"):
         if old != dest:
             shutil.rmtree(old, ignore_errors=True)

@@ -24,7 +24,8 @@ from invoke import Context, Exit, task
 from raykit import cluster, pybuild
 from raykit import lab as labkit
 from raykit.ssh import ssh_argv
-from raykit.wheelhouse import wheelhouse_id
+from raykit.wheelhouse import CACHE as WHEELHOUSE_CACHE
+from raykit.wheelhouse import tar_path, wheelhouse_id
 from tasks.cluster import deploy, lock, provision, reset, rollback, stop
 from tasks.common import (
     INVENTORY_HELP,
@@ -235,7 +236,8 @@ def bench_rayup(c: Context, timeout: float = 900) -> None:
     # The lock's own wheelhouse, as provision names it (the cache may hold other pins' too).
     arch = on(names[0], "uname -m").strip()
     wheelhouse = wheelhouse_id(ROOT / "locks" / f"cluster-{arch}.txt", arch, False)
-    tar = Path("~/.cache/raykit/wheelhouse").expanduser() / wheelhouse / "wheelhouse.tar"
+    cache = Path(hostvars[names[0]].get("ray_wheelhouse_cache", str(WHEELHOUSE_CACHE))).expanduser()
+    tar = tar_path(cache, wheelhouse)
     if not tar.is_file():
         raise Exit(f"error: no wheelhouse {wheelhouse} in the controller's cache; run `invoke provision` once", code=2)
     report = ROOT / "roles/ray/files/raykit_report.py"
