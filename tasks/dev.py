@@ -28,7 +28,7 @@ def lint(c: Context) -> None:
     help={
         "k": "only tests matching this pytest -k expression",
         "unit": "unit tests only (no lab)",
-        "reverse": "the test files in reverse order (no test depends on another's)",
+        "reverse": "the test files in reverse order, not by the lab's scenario (no test depends on another's)",
     },
 )
 def test(c: Context, k: str | None = None, unit: bool = False, reverse: bool = False) -> None:
@@ -38,6 +38,7 @@ def test(c: Context, k: str | None = None, unit: bool = False, reverse: bool = F
         args += ["-k", k]
     folders = ["tests/unit"] if unit else ["tests/unit", "tests/integration"]
     if reverse:
+        args += ["--given-order"]
         args += sorted((str(p.relative_to(ROOT)) for f in folders for p in (ROOT / f).glob("test_*.py")), reverse=True)
     else:
         args += folders

@@ -34,6 +34,8 @@ from raykit.ssh import BATCH, ssh_argv
 ROOT = Path(__file__).resolve().parent.parent
 INVENTORY = ROOT / "inventory" / "lab.yml"
 LAB_HOSTS = 3
+# The lab grown by one host, a trixie one: test_python's mixed lab, and test_ray_firewall's outsider.
+GROWN_SUITES = ["bookworm"] * LAB_HOSTS + ["trixie"]
 HEAD = "raylab-1"
 TOKEN_FILE = Path(f"~/.config/raykit/{HEAD}.token").expanduser()
 PINS = yaml.safe_load((ROOT / "inventory/group_vars/all/ray.yml").read_text())

@@ -16,6 +16,7 @@ import pytest
 from raykit import cluster as raycluster
 from tasks.lab import forget_facts
 from tests.helpers import (
+    GROWN_SUITES,
     LAB_HOSTS,
     PINS,
     LabHost,
@@ -32,7 +33,7 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.lab
 
-SUITES = ["bookworm"] * LAB_HOSTS + ["trixie"]
+SUITES = GROWN_SUITES
 TRIXIE = f"raylab-{LAB_HOSTS + 1}"
 RELEASES = {f"raylab-{n}": suite for n, suite in enumerate(SUITES, start=1)}
 PIN = PINS["ray_python_version"]

@@ -12,6 +12,7 @@ import yaml
 
 from raykit import cluster as raycluster
 from tests.helpers import (
+    GROWN_SUITES,
     HEAD,
     LAB_HOSTS,
     ROOT,
@@ -40,9 +41,10 @@ OUTSIDER = f"raylab-{LAB_HOSTS + 1}"
 
 @pytest.fixture
 def four_hosts(running_lab: dict[str, LabHost]) -> dict[str, LabHost]:
-    """The lab with one host more than the cluster's inventory, every host provisioned."""
+    """The lab with one host more than the cluster's inventory, every host provisioned. A new one is
+    trixie, as test_python's: the two files then share one lab."""
     if len(running_lab) != LAB_HOSTS + 1:
-        invoke("lab.up", "--hosts", str(LAB_HOSTS + 1), timeout=900)
+        invoke("lab.up", "--hosts", str(LAB_HOSTS + 1), "--suites", ",".join(GROWN_SUITES), timeout=900)
     invoke("provision", timeout=1800)
     return read_inventory()
 
