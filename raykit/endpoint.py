@@ -125,6 +125,16 @@ def listener_of(pid: int, port: int, proc_root: Path = Path("/proc")) -> bool:
         return False
 
 
+def stop(proc: subprocess.Popen, grace: float) -> None:
+    """Stop a tunnel's ssh: SIGTERM, then SIGKILL when it is still running after grace seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextmanager
 def tunnel(ssh: list[str], remote_url: str, timeout: float = TUNNEL_TIMEOUT_S) -> Iterator[str]:
     """remote_url (as the head serves it) reached through an SSH tunnel: yields the local URL.
@@ -148,12 +158,7 @@ def tunnel(ssh: list[str], remote_url: str, timeout: float = TUNNEL_TIMEOUT_S) -
                 time.sleep(0.05)
             yield f"http://127.0.0.1:{local}"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, grace=5)
 
 
 @contextmanager

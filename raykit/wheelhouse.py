@@ -153,7 +153,6 @@ def tar_path(cache: Path, name: str) -> Path:
 def ensure(lock: Path, cache: Path, name: str, index_only: bool) -> dict[str, object]:
     meta = read_header(lock)
     arch, python_version = str(meta["arch"]), str(meta["python_version"])
-    dest = cache / name
     tar = tar_path(cache, name)
     cache.mkdir(parents=True, exist_ok=True)
     # Hosts of one architecture ask for the same wheelhouse at once: the first builds it.
@@ -161,11 +160,12 @@ def ensure(lock: Path, cache: Path, name: str, index_only: bool) -> dict[str, ob
         fcntl.flock(guard, fcntl.LOCK_EX)
         changed = not tar.exists()
         if changed:
-            build(lock, dest, arch, python_version, index_only)
+            build(lock, tar, arch, python_version, index_only)
     return {"tar": str(tar), "id": name, "changed": changed, "bytes": tar.stat().st_size}
 
 
-def build(lock: Path, dest: Path, arch: str, python_version: str, index_only: bool) -> None:
+def build(lock: Path, tar: Path, arch: str, python_version: str, index_only: bool) -> None:
+    dest = tar.parent
     wheels = dest / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     requirements = dest / "requirements.txt"
@@ -178,7 +178,7 @@ def build(lock: Path, dest: Path, arch: str, python_version: str, index_only: bo
     with tempfile.TemporaryDirectory() as tmp:  # kept only inside the wheelhouse tar
         node_pycs = Path(tmp) / "bytecode.tar.gz"
         bytecode(None if index_only else wheels, arch, python_version, node_pycs)
-        pack(tar_path(dest.parent, dest.name), lock, uv_binary(wheels), shipped, node_pycs)
+        pack(tar, lock, uv_binary(wheels), shipped, node_pycs)
     for old in dest.parent.glob(f"{arch}-*"):
         if old != dest:
             shutil.rmtree(old, ignore_errors=True)

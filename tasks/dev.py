@@ -38,8 +38,10 @@ def test(c: Context, k: str | None = None, unit: bool = False, reverse: bool = F
         args += ["-k", k]
     folders = ["tests/unit"] if unit else ["tests/unit", "tests/integration"]
     if reverse:
-        args += ["--given-order"]
-        args += sorted((str(p.relative_to(ROOT)) for f in folders for p in (ROOT / f).glob("test_*.py")), reverse=True)
+        args += [
+            "--given-order",
+            *sorted((str(p.relative_to(ROOT)) for f in folders for p in (ROOT / f).glob("test_*.py")), reverse=True),
+        ]
     else:
         args += folders
     with c.cd(str(ROOT)):

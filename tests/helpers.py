@@ -29,6 +29,7 @@ import yaml
 from testinfra.backend.base import BaseBackend, CommandResult
 
 from raykit import cluster as raycluster
+from raykit.endpoint import stop
 from raykit.ssh import BATCH, ssh_argv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -367,13 +368,7 @@ def dashboard_tunnel(head: LabHost, port: int = 8265) -> Iterator[dict[str, str]
             time.sleep(0.1)
         yield {"dashboard_url": f"http://127.0.0.1:{local}", "token_file": str(TOKEN_FILE)}
     finally:
-        # As raykit.endpoint's tunnel: an ssh that a SIGTERM leaves running (seen once in CI) is killed.
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, grace=10)  # an ssh that a SIGTERM left running was seen once in CI
 
 
 def http_status_from(host: LabHost, url: str) -> int:

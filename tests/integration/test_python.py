@@ -33,9 +33,8 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.lab
 
-SUITES = GROWN_SUITES
 TRIXIE = f"raylab-{LAB_HOSTS + 1}"
-RELEASES = {f"raylab-{n}": suite for n, suite in enumerate(SUITES, start=1)}
+RELEASES = {f"raylab-{n}": suite for n, suite in enumerate(GROWN_SUITES, start=1)}
 PIN = PINS["ray_python_version"]
 OTHER = "3.13.5"  # trixie's python3, which no bookworm host has
 OTHER_SOURCE = "https://deb.debian.org/debian/pool/main/p/python3.13/python3.13_3.13.5.orig.tar.xz"
@@ -111,7 +110,7 @@ def mixed_lab(running_lab: dict[str, LabHost]) -> dict[str, LabHost]:
         if len(running_lab) != LAB_HOSTS:
             invoke("lab.down")
             invoke("lab.up", "--hosts", str(LAB_HOSTS))
-        invoke("lab.up", "--hosts", str(LAB_HOSTS + 1), "--suites", ",".join(SUITES), timeout=900)
+        invoke("lab.up", "--hosts", str(LAB_HOSTS + 1), "--suites", ",".join(GROWN_SUITES), timeout=900)
     return read_inventory()
 
 
