@@ -5,6 +5,7 @@ Named to run after test_python, whose four-host lab it reuses (the fourth host i
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,32 @@ def test_a_flushed_ruleset_is_named_and_loaded_again(deployed) -> None:
     ), found.stdout
     invoke("deploy")
     assert nft_table(worker).returncode == 0
+
+
+def test_a_node_whose_rules_fail_to_load_at_boot_keeps_ray_down_until_deploy(deployed) -> None:
+    worker = deployed[sorted(deployed)[2]]
+    state = ray_state(deployed)
+    # Rules nft refuses, as a missing nft or a kernel without nf_tables would at boot.
+    worker.ssh("echo 'not a rule' | sudo tee -a /etc/raykit-firewall.nft >/dev/null")
+    invoke("lab.reboot", worker.name)
+    deadline = time.monotonic() + 120
+    # systemd tried to start Ray at least twice since the boot, and each start was refused.
+    while int(worker.ssh("systemctl show --property=NRestarts --value ray").stdout.strip() or 0) < 2:
+        assert time.monotonic() < deadline, worker.ssh("systemctl status --no-pager ray", check=False).stdout
+        time.sleep(1)
+    assert worker.ssh("systemctl is-active ray", check=False).stdout.strip() != "active"
+    assert worker.ssh("pgrep -u ray", check=False).returncode == 1, "a process of the ray user runs"
+    assert nft_table(worker).returncode != 0
+    assert tcp_from(deployed[HEAD], worker.address, DEFAULTS["ray_node_manager_port"]) == "refused"
+    assert worker.address not in raycluster.alive_nodes(state).values()
+    found = invoke("doctor", check=False)
+    assert found.returncode != 0
+    assert f"{worker.name}: its firewall differs from the inventory: its firewall table is not loaded" in (
+        found.stdout
+    ), found.stdout
+    invoke("deploy")
+    assert nft_table(worker).returncode == 0
+    raycluster.wait_for_cluster(state, all_ips(deployed), timeout=120)
 
 
 def test_debians_nftables_service_flushing_the_ruleset_keeps_the_kits_table(deployed) -> None:
