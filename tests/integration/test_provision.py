@@ -95,6 +95,8 @@ def _one_machine_twice(inv: dict) -> None:
         (on_every_host(ray_user="root"), "ray_user 'root' is root"),
         (on_every_host(ray_prefix="/opt"), "ray_prefix '/opt' is a system folder"),
         (on_every_host(ray_prefix="/usr/"), "ray_prefix '/usr/' is a system folder"),
+        (on_every_host(ray_prefix="/home/ray"), "ray_prefix '/home/ray' is under /home, which Ray's unit hides"),
+        (on_every_host(ray_temp_dir="/home/ray/tmp"), "ray_temp_dir '/home/ray/tmp' is under /home, which Ray's"),
         (on_every_host(ray_labels={"team": "a,b"}), "ray_labels: value 'a,b' of 'team' has a character"),
         (on_every_host(ray_labels={"team": "it's"}), "ray_labels: value \"it's\" of 'team' has a character"),
         (on_every_host(ray_resources={"ssd=1": 1}), "ray_resources: name 'ssd=1' has a character"),
@@ -107,8 +109,8 @@ def _one_machine_twice(inv: dict) -> None:
         "no-head-group", "empty-head", "two-heads", "head-also-worker", "python-not-xyz", "ray-not-in-lock",
         "unknown-extra", "negative-cpus", "cpus-not-integer", "cpus-float", "resources-not-mapping",
         "resources-not-numbers", "node-ip-not-on-host", "pin-changed-without-relock", "user-is-ssh-user",
-        "user-is-root", "prefix-opt", "prefix-usr", "label-comma", "label-quote", "resource-equals", "env-newline",
-        "env-auth-off", "object-store-tiny", "one-machine-twice",
+        "user-is-root", "prefix-opt", "prefix-usr", "prefix-home", "temp-dir-home", "label-comma", "label-quote",
+        "resource-equals", "env-newline", "env-auth-off", "object-store-tiny", "one-machine-twice",
     ],
 )  # fmt: skip
 def test_bad_input_is_refused_before_any_host_changes(fresh_hosts, tmp_path: Path, edit, message: str) -> None:

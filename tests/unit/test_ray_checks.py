@@ -122,7 +122,8 @@ def test_a_prefix_below_a_folder_others_may_write_is_refused() -> None:
 GOOD_SETTINGS = {
     "os_family": "Debian", "is_head": True, "ipv4s": ["10.0.0.1"], "ray_python_version": "3.11.2",
     "ray_num_cpus": None, "ray_num_gpus": 0, "ray_resources": {"ssd": 1}, "ray_labels": {"team": "a"},
-    "ray_environment": {}, "ray_prefix": "/opt/ray", "ray_node_ip": "", "ray_install_source": "wheelhouse",
+    "ray_environment": {}, "ray_prefix": "/opt/ray", "ray_temp_dir": "/var/lib/ray/tmp", "ray_node_ip": "",
+    "ray_install_source": "wheelhouse",
     "ray_index_url": "", "ray_gcs_ft": "none", "ray_redis_address": "", "ray_redis_password_file": "/nonexistent",
     "ray_dashboard_access": "direct", "ray_dashboard_host": "", "monitoring": True, "is_monitor": True,
     **{name: value for name, value in DEFAULTS.items() if name.endswith("_port")},  # the pinned ports
@@ -159,6 +160,10 @@ def test_good_settings_pass() -> None:
         ({"ray_autoscaler_metrics_port": 8078}, "ray_autoscaler_metrics_port and ray_dashboard_agent_grpc_port use"),
         ({"ray_metrics_export_port": 12000}, "ray_metrics_export_port is inside the worker port range 10002-19999"),
         ({"ray_prefix": "/usr"}, "ray_prefix '/usr' is a system folder"),
+        ({"ray_prefix": "/home/lab/ray"}, "ray_prefix '/home/lab/ray' is under /home, which Ray's unit hides"),
+        ({"ray_prefix": "/run/user/0/ray"}, "ray_prefix '/run/user/0/ray' is under /run/user, which Ray's unit hides"),
+        ({"ray_temp_dir": "/root/ray-tmp"}, "ray_temp_dir '/root/ray-tmp' is under /root, which Ray's unit hides"),
+        ({"ray_temp_dir": "ray tmp"}, "ray_temp_dir 'ray tmp' is not an absolute path of letters, digits and _"),
         ({"ray_environment": {"RAY_AUTH_MODE": "disabled"}}, "RAY_AUTH_MODE would change Ray's authentication"),
         ({"ray_environment": {"DASHBOARD_METRIC_PORT": 9}}, "DASHBOARD_METRIC_PORT is the kit's; set ray_dash"),
         ({"ray_node_exporter_port": 8080}, "ray_metrics_export_port and ray_node_exporter_port use the same port"),

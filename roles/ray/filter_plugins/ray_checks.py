@@ -63,6 +63,22 @@ OBJECT_STORE_MINIMUM_BYTES = 75 * 1024 * 1024
 
 
 PREFIX_PATH = re.compile(r"^[A-Za-z0-9_./-]+$")
+# Ray's unit runs with ProtectHome=true: to Ray these folders are empty and read-only.
+HIDDEN_FROM_RAY = ("/home", "/root", "/run/user")
+
+
+def _hidden_from_ray(path: str) -> str | None:
+    return next((folder for folder in HIDDEN_FROM_RAY if path == folder or path.startswith(folder + "/")), None)
+
+
+def _hidden_error(name: str, path: str) -> list[str]:
+    hidden = _hidden_from_ray(path)
+    if hidden is None:
+        return []
+    return [
+        f"{name} {path!r} is under {hidden}, which Ray's unit hides from Ray (ProtectHome=true); use a folder "
+        f"outside {', '.join(HIDDEN_FROM_RAY)}"
+    ]
 
 
 def ray_prefix_errors(prefix: Any) -> list[str]:
@@ -84,6 +100,13 @@ def ray_prefix_errors(prefix: Any) -> list[str]:
     if prefix != normal:
         return [f"ray_prefix {prefix!r} is not in its plain form: write {normal!r}"]
     return []
+
+
+def ray_temp_dir_errors(temp_dir: Any) -> list[str]:
+    """ray_temp_dir goes on the unit's command line and into its ReadWritePaths, which Ray must reach."""
+    if not (isinstance(temp_dir, str) and temp_dir.startswith("/") and PREFIX_PATH.match(temp_dir)):
+        return [f"ray_temp_dir {temp_dir!r} is not an absolute path of letters, digits and _ . / -"]
+    return _hidden_error("ray_temp_dir", temp_dir)
 
 
 def ray_prefix_parent_errors(prefix: str, loose: list[str] | None) -> list[str]:
@@ -293,7 +316,9 @@ def ray_settings_errors(s: Mapping[str, Any]) -> list[str]:
     if not (isinstance(labels, Mapping) and all(isinstance(v, str) for v in labels.values())):
         errors.append(f"ray_labels must map names to text values, got {json.dumps(labels)}")
     errors += ray_value_errors(labels, resources, s["ray_environment"])
-    errors += ray_prefix_errors(s["ray_prefix"])
+    # Not in ray_prefix_errors: reset still removes a prefix an older kit let provision use there.
+    errors += ray_prefix_errors(s["ray_prefix"]) or _hidden_error("ray_prefix", s["ray_prefix"])
+    errors += ray_temp_dir_errors(s["ray_temp_dir"])
     ipv4s, wanted = s["ipv4s"], s["ray_node_ip"]
     node_ip = wanted or (ipv4s[0] if ipv4s else "")
     if not ((wanted or len(ipv4s) == 1) and node_ip in ipv4s):
