@@ -218,11 +218,16 @@ def set_elements(chains: list[dict[str, Any]]) -> dict[str, list[str]]:
     return {f"{c['name']}_{f}": sorted(c["sources"][f]) for c in chains for f in FAMILIES.values()}
 
 
-def drift(wanted: Mapping[str, list[str]], loaded: Mapping[str, list[str]] | None) -> list[str]:
-    """How the loaded table's sets differ from what the inventory makes (empty: the same)."""
+def drift(
+    wanted: Mapping[str, list[str]], loaded: Mapping[str, list[str]] | None, rules_as_loaded: bool | None
+) -> list[str]:
+    """How the loaded table differs from what the inventory makes (empty: the same): its sets,
+    and its chains against those deploy recorded when it loaded them."""
     if loaded is None:
         return ["its firewall table is not loaded: Ray's ports answer anyone"]
     found = []
+    if not rules_as_loaded:
+        found.append("its chains differ from the rules deploy loaded (changed by hand, or loaded by an older kit)")
     for name in sorted(set(wanted) | set(loaded)):
         extra = sorted(set(loaded.get(name, [])) - set(wanted.get(name, [])))
         lacking = sorted(set(wanted.get(name, [])) - set(loaded.get(name, [])))

@@ -138,6 +138,25 @@ def test_doctor_names_a_node_whose_rules_differ_and_deploy_repairs_them_without_
     invoke("doctor")
 
 
+def test_doctor_names_a_rule_added_by_hand_and_deploy_removes_it_without_a_restart(deployed) -> None:
+    worker = deployed[sorted(deployed)[1]]
+    before = main_pids(deployed)
+    port = DEFAULTS["ray_node_manager_port"]
+    assert tcp_from_here(worker.address, port) == "refused"  # the controller is not a node
+    # Its sets stay as the inventory makes them: only the chain changes, and lets the controller in.
+    worker.ssh(f"sudo nft insert rule inet raykit input tcp dport {port} accept")
+    assert tcp_from_here(worker.address, port) == "open"
+    found = invoke("doctor", check=False)
+    assert found.returncode != 0
+    assert f"{worker.name}: its firewall differs from the inventory: its chains differ from the rules deploy" in (
+        found.stdout
+    ), found.stdout
+    invoke("deploy")
+    assert tcp_from_here(worker.address, port) == "refused"
+    assert main_pids(deployed) == before
+    invoke("doctor")
+
+
 def test_a_flushed_ruleset_is_named_and_loaded_again(deployed) -> None:
     worker = deployed[sorted(deployed)[2]]
     worker.ssh("sudo nft flush ruleset")

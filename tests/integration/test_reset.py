@@ -12,7 +12,8 @@ pytestmark = pytest.mark.lab
 
 # What deploy and provision make on a host (Redis with ray_gcs_ft: redis; Prometheus on the head).
 MADE = ("/etc/systemd/system/ray.service", "/etc/ray", "/opt/ray", "/var/lib/ray", "/var/lib/redis",
-        "/usr/bin/redis-server", "/etc/raykit-firewall.nft", "/etc/systemd/system/raykit-firewall.service",
+        "/usr/bin/redis-server", "/etc/raykit-firewall.nft", "/etc/raykit-firewall.loaded",
+        "/etc/systemd/system/raykit-firewall.service",
         "/etc/systemd/system/nftables.service.d", "/etc/systemd/system/ray.service.d", "/usr/bin/prometheus",
         "/usr/bin/prometheus-node-exporter", "/var/lib/prometheus", "/var/lib/raykit-monitoring",
         "/etc/systemd/system/ray-prune.timer", "/usr/local/lib/raykit", "/etc/systemd/journald@ray.conf")  # fmt: skip

@@ -82,13 +82,16 @@ def test_a_controller_reaching_ssh_elsewhere_than_the_dashboard_must_be_named() 
 
 def test_drift_names_what_the_loaded_table_lets_in_or_keeps_out() -> None:
     wanted = firewall.set_elements(list(chains(False).values()))
-    assert firewall.drift(wanted, wanted) == []
+    assert firewall.drift(wanted, wanted, True) == []
     loaded = {**wanted, "nodes_ip": [*wanted["nodes_ip"], "10.77.0.99"], "metrics_ip": ["10.77.0.11"]}
-    assert firewall.drift(wanted, loaded) == [
+    assert firewall.drift(wanted, loaded, True) == [
         "its metrics ports keep out 10.77.0.12/31, which the inventory lets in",
         "its nodes ports let in 10.77.0.99, which the inventory does not",
     ]
-    assert firewall.drift(wanted, None) == ["its firewall table is not loaded: Ray's ports answer anyone"]
+    assert firewall.drift(wanted, None, None) == ["its firewall table is not loaded: Ray's ports answer anyone"]
+    assert firewall.drift(wanted, wanted, False) == [
+        "its chains differ from the rules deploy loaded (changed by hand, or loaded by an older kit)"
+    ]
 
 
 def test_node_addresses_fall_back_to_the_inventory_and_leave_out_names() -> None:

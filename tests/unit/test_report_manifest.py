@@ -124,3 +124,25 @@ def test_a_snapshot_restores_each_file_with_its_mode_and_content(tmp_path: Path)
     assert (settings / "ray.env").read_text() == "OLD=1\n"
     assert ((settings / "auth_token").stat().st_mode & 0o777) == 0o440
     assert copies.exists()  # kept for another restore
+
+
+def test_the_firewall_rules_digest_ignores_handles_and_sees_a_rule_added() -> None:
+    table = [
+        {"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
+        {"table": {"family": "inet", "name": "raykit", "handle": 7}},
+        {"set": {"family": "inet", "table": "raykit", "name": "nodes_ip", "handle": 2, "elem": ["10.0.0.1"]}},
+        {"chain": {"family": "inet", "table": "raykit", "name": "input", "handle": 1, "policy": "accept"}},
+        {"rule": {"family": "inet", "table": "raykit", "chain": "input", "handle": 4, "expr": [{"accept": None}]}},
+        {"rule": {"family": "inet", "table": "raykit", "chain": "input", "handle": 6,
+                  "expr": [{"counter": {"packets": 0, "bytes": 0}}, {"reject": {"type": "tcp reset"}}]}},
+    ]  # fmt: skip
+    renumbered = [{k: {**v, "handle": 99} if "handle" in v else v for k, v in item.items()} for item in table]
+    assert report.rules_digest(renumbered) == report.rules_digest(table)
+    counted = [*table[:-1], {"rule": {**table[-1]["rule"], "expr": [{"counter": {"packets": 3, "bytes": 180}},
+                                                                     {"reject": {"type": "tcp reset"}}]}}]  # fmt: skip
+    assert report.rules_digest(counted) == report.rules_digest(table)
+    # The sets are compared with the inventory on their own.
+    other_elements = [*table[:2], {"set": {**table[2]["set"], "elem": ["10.0.0.9"]}}, *table[3:]]
+    assert report.rules_digest(other_elements) == report.rules_digest(table)
+    added = [*table, {"rule": {"family": "inet", "table": "raykit", "chain": "input", "handle": 5, "expr": []}}]
+    assert report.rules_digest(added) != report.rules_digest(table)

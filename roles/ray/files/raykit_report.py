@@ -13,6 +13,8 @@ with -c, so nothing is installed for it and nothing the ray user can write runs 
                         changed or removed, or writable by anyone but root (quick: size and time;
                         deep: every file's hash)
   manifest ENV          write ENV's manifest (every file's size, time and hash) beside it
+  firewall-record TABLE RECORD
+                        after deploy loaded the firewall: its chains' digest, written to RECORD
   install-build ARCHIVE DEBS_TAR DEBS TREE ID
                         install the kit's build of Python from the copies provision made: the
                         runtime packages the host lacks (DEBS, JSON: package -> file in DEBS_TAR),
@@ -80,7 +82,7 @@ def probe(spec):
         # Preflight refuses to make Ray's user of root or of a person's account.
         "user_uid": uid_of(spec["user"]),
         "service": service(spec["unit"], spec["drained"], spec["settings"]),
-        "firewall": firewall(spec["firewall_table"]),
+        "firewall": firewall(spec["firewall_table"], spec["firewall_record"]),
         "ssh": ssh_connection(),
     }
 
@@ -88,17 +90,52 @@ def probe(spec):
 NFT = "/usr/sbin/nft"
 
 
-def firewall(table):
+def firewall(table, record):
     """Whether nft is here, the kernel's range for port 0 (where some of Ray's servers listen),
-    and the kit's table as loaded: each set's elements (None: no table)."""
+    and the kit's table as loaded: each set's elements (None: no table), and whether its chains
+    are still the ones deploy recorded when it loaded them (see firewall_record)."""
     ports = read_text("/proc/sys/net/ipv4/ip_local_port_range").split()
-    state = {"nft": os.path.exists(NFT), "ephemeral": [int(p) for p in ports] or [32768, 60999], "sets": None}
-    if state["nft"]:
-        done = subprocess.run([NFT, "-j", "list", "table", "inet", table], capture_output=True, text=True, check=False)
-        if done.returncode == 0:
-            found = [item["set"] for item in json.loads(done.stdout)["nftables"] if "set" in item]
-            state["sets"] = {found_set["name"]: sorted(map(element, found_set.get("elem", []))) for found_set in found}
+    state = {"nft": os.path.exists(NFT), "ephemeral": [int(p) for p in ports] or [32768, 60999], "sets": None,
+             "rules_as_loaded": None}  # fmt: skip
+    loaded = nft_table(table) if state["nft"] else None
+    if loaded is not None:
+        found = [item["set"] for item in loaded if "set" in item]
+        state["sets"] = {found_set["name"]: sorted(map(element, found_set.get("elem", []))) for found_set in found}
+        state["rules_as_loaded"] = read_text(record).strip() == rules_digest(loaded)
     return state
+
+
+def nft_table(table):
+    """The table's items as nft lists them in JSON (None: no such table)."""
+    done = subprocess.run([NFT, "-j", "list", "table", "inet", table], capture_output=True, text=True, check=False)
+    return json.loads(done.stdout)["nftables"] if done.returncode == 0 else None
+
+
+def rules_digest(items):
+    """The chains and their rules, without what the kernel numbers or counts: nft's handles and
+    the counters' packets and bytes (the sets are compared on their own)."""
+    rules = [without_counts(item) for item in items if "chain" in item or "rule" in item]
+    return hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()
+
+
+def without_counts(value):
+    if isinstance(value, dict):
+        return {k: without_counts(v) for k, v in value.items() if k not in ("handle", "packets", "bytes")}
+    if isinstance(value, list):
+        return [without_counts(v) for v in value]
+    return value
+
+
+def firewall_record(table, record):
+    """After deploy loaded the rules: the digest of the chains as the kernel has them (root's file)."""
+    items = nft_table(table)
+    if items is None:
+        sys.exit(f"the table inet {table} is not loaded")
+    fd = os.open(record + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(rules_digest(items) + "\n")
+    os.replace(record + ".new", record)
+    return {"changed": True}
 
 
 def element(item):
@@ -643,6 +680,8 @@ if __name__ == "__main__":
         print(json.dumps(check(json.loads(sys.argv[2]))))
     elif sys.argv[1] == "manifest":
         print(json.dumps(write_manifest(sys.argv[2])))
+    elif sys.argv[1] == "firewall-record":
+        print(json.dumps(firewall_record(sys.argv[2], sys.argv[3])))
     elif sys.argv[1] == "install-debs":
         print(json.dumps(install_packages(sys.argv[2], json.loads(sys.argv[3]))))
     elif sys.argv[1] == "install-build":
