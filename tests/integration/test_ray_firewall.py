@@ -50,6 +50,13 @@ def four_hosts(running_lab: dict[str, LabHost]) -> dict[str, LabHost]:
     return read_inventory()
 
 
+def assert_doctor_names(worker: LabHost, problem: str) -> None:
+    """doctor fails, naming the worker's firewall and the problem."""
+    found = invoke("doctor", check=False)
+    assert found.returncode != 0
+    assert f"{worker.name}: its firewall differs from the inventory: {problem}" in found.stdout, found.stdout
+
+
 def without_outsider(tmp_path: Path) -> Path:
     return write_inventory_variant(tmp_path, lambda inv: inv["children"]["ray_workers"]["hosts"].pop(OUTSIDER))
 
@@ -127,11 +134,7 @@ def test_doctor_names_a_node_whose_rules_differ_and_deploy_repairs_them_without_
     worker = deployed[sorted(deployed)[1]]
     before = main_pids(deployed)
     worker.ssh("sudo nft add element inet raykit nodes_ip '{ 10.77.0.99 }'")
-    found = invoke("doctor", check=False)
-    assert found.returncode != 0
-    assert f"{worker.name}: its firewall differs from the inventory: its nodes ports let in 10.77.0.99" in (
-        found.stdout
-    ), found.stdout
+    assert_doctor_names(worker, "its nodes ports let in 10.77.0.99")
     invoke("deploy")
     assert "10.77.0.99" not in nft_table(worker).stdout
     assert main_pids(deployed) == before
@@ -146,11 +149,7 @@ def test_doctor_names_a_rule_added_by_hand_and_deploy_removes_it_without_a_resta
     # Its sets stay as the inventory makes them: only the chain changes, and lets the controller in.
     worker.ssh(f"sudo nft insert rule inet raykit input tcp dport {port} accept")
     assert tcp_from_here(worker.address, port) == "open"
-    found = invoke("doctor", check=False)
-    assert found.returncode != 0
-    assert f"{worker.name}: its firewall differs from the inventory: its chains differ from the rules deploy" in (
-        found.stdout
-    ), found.stdout
+    assert_doctor_names(worker, "its chains differ from the rules deploy")
     invoke("deploy")
     assert tcp_from_here(worker.address, port) == "refused"
     assert main_pids(deployed) == before
@@ -160,10 +159,7 @@ def test_doctor_names_a_rule_added_by_hand_and_deploy_removes_it_without_a_resta
 def test_a_flushed_ruleset_is_named_and_loaded_again(deployed) -> None:
     worker = deployed[sorted(deployed)[2]]
     worker.ssh("sudo nft flush ruleset")
-    found = invoke("doctor", check=False)
-    assert f"{worker.name}: its firewall differs from the inventory: its firewall table is not loaded" in (
-        found.stdout
-    ), found.stdout
+    assert_doctor_names(worker, "its firewall table is not loaded")
     invoke("deploy")
     assert nft_table(worker).returncode == 0
 
@@ -184,11 +180,7 @@ def test_a_node_whose_rules_fail_to_load_at_boot_keeps_ray_down_until_deploy(dep
     assert nft_table(worker).returncode != 0
     assert tcp_from(deployed[HEAD], worker.address, DEFAULTS["ray_node_manager_port"]) == "refused"
     assert worker.address not in raycluster.alive_nodes(state).values()
-    found = invoke("doctor", check=False)
-    assert found.returncode != 0
-    assert f"{worker.name}: its firewall differs from the inventory: its firewall table is not loaded" in (
-        found.stdout
-    ), found.stdout
+    assert_doctor_names(worker, "its firewall table is not loaded")
     invoke("deploy")
     assert nft_table(worker).returncode == 0
     raycluster.wait_for_cluster(state, all_ips(deployed), timeout=120)
