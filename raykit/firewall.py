@@ -227,7 +227,7 @@ def drift(
         return ["its firewall table is not loaded: Ray's ports answer anyone"]
     found = []
     if not rules_as_loaded:
-        found.append("its chains differ from the rules deploy loaded (changed by hand, or loaded by an older kit)")
+        found.append("its chains differ from the rules deploy loaded (edited by hand, or nft or the kit upgraded)")
     for name in sorted(set(wanted) | set(loaded)):
         extra = sorted(set(loaded.get(name, [])) - set(wanted.get(name, [])))
         lacking = sorted(set(wanted.get(name, [])) - set(loaded.get(name, [])))

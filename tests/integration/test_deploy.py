@@ -438,6 +438,11 @@ def test_a_node_left_running_outside_the_inventory_is_named_and_not_waited_for(d
         assert (
             f"Alive in Ray but not among the nodes this run waited for (IP=CPUS): {deployed[last].address}=" in said
         ), said[-3000:]
+        # The firewall is off on the others: its files gone, and Ray's unit no longer loads its rules.
+        head = deployed[HEAD]
+        gone = "/etc/raykit-firewall.nft /etc/raykit-firewall.loaded /etc/systemd/system/ray.service.d"
+        assert head.ssh(f"ls -d {gone}", check=False).stdout == ""
+        assert "nft" not in head.ssh("systemctl show --property=ExecStartPre ray").stdout
     finally:
         invoke("deploy", timeout=900)
 

@@ -90,7 +90,7 @@ def test_drift_names_what_the_loaded_table_lets_in_or_keeps_out() -> None:
     ]
     assert firewall.drift(wanted, None, None) == ["its firewall table is not loaded: Ray's ports answer anyone"]
     assert firewall.drift(wanted, wanted, False) == [
-        "its chains differ from the rules deploy loaded (changed by hand, or loaded by an older kit)"
+        "its chains differ from the rules deploy loaded (edited by hand, or nft or the kit upgraded)"
     ]
 
 

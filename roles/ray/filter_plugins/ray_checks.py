@@ -65,6 +65,8 @@ OBJECT_STORE_MINIMUM_BYTES = 75 * 1024 * 1024
 PREFIX_PATH = re.compile(r"^[A-Za-z0-9_./-]+$")
 # Ray's unit runs with ProtectHome=true: to Ray these folders are empty and read-only.
 HIDDEN_FROM_RAY = ("/home", "/root", "/run/user")
+# And with PrivateTmp=true: Ray's own copies of these, which nothing else sees.
+PRIVATE_TO_RAY = ("/tmp", "/var/tmp")
 
 
 def _hidden_from_ray(path: str) -> str | None:
@@ -90,7 +92,7 @@ def ray_prefix_errors(prefix: Any) -> list[str]:
         return [
             f"ray_prefix {prefix!r} has a character that would break the unit or PATH (use letters, digits and _ . / -)"
         ]
-    normal = "/" + "/".join(part for part in prefix.split("/") if part not in ("", "."))
+    normal = _plain(prefix)
     if normal in SYSTEM_FOLDERS or ".." in normal.split("/"):
         return [
             f"ray_prefix {prefix!r} is a system folder (reset removes the prefix whole); use a folder of its own, "
@@ -103,10 +105,26 @@ def ray_prefix_errors(prefix: Any) -> list[str]:
 
 
 def ray_temp_dir_errors(temp_dir: Any) -> list[str]:
-    """ray_temp_dir goes on the unit's command line and into its ReadWritePaths, which Ray must reach."""
+    """ray_temp_dir goes on the unit's command line and into its ReadWritePaths: a folder of
+    Ray's own, which Ray and its drivers reach."""
     if not (isinstance(temp_dir, str) and temp_dir.startswith("/") and PREFIX_PATH.match(temp_dir)):
         return [f"ray_temp_dir {temp_dir!r} is not an absolute path of letters, digits and _ . / -"]
+    normal = _plain(temp_dir)
+    if temp_dir != normal or ".." in normal.split("/"):
+        return [f"ray_temp_dir {temp_dir!r} is not in its plain form (no //, . or .. and no trailing /)"]
+    if normal in SYSTEM_FOLDERS:
+        return [f"ray_temp_dir {temp_dir!r} is a system folder; use a folder of Ray's own, e.g. /var/lib/ray/tmp"]
+    private = next((f for f in PRIVATE_TO_RAY if normal.startswith(f + "/")), None)
+    if private:
+        return [
+            f"ray_temp_dir {temp_dir!r} is under {private}, which is private to Ray's unit (PrivateTmp=true): "
+            "drivers on the host would not find its sessions"
+        ]
     return _hidden_error("ray_temp_dir", temp_dir)
+
+
+def _plain(path: str) -> str:
+    return "/" + "/".join(part for part in path.split("/") if part not in ("", "."))
 
 
 def ray_prefix_parent_errors(prefix: str, loose: list[str] | None) -> list[str]:
