@@ -69,12 +69,13 @@ HIDDEN_FROM_RAY = ("/home", "/root", "/run/user")
 PRIVATE_TO_RAY = ("/tmp", "/var/tmp")
 
 
-def _hidden_from_ray(path: str) -> str | None:
-    return next((folder for folder in HIDDEN_FROM_RAY if path == folder or path.startswith(folder + "/")), None)
+def _under(path: str, folders: tuple[str, ...]) -> str | None:
+    """The one of folders that path is or lies under."""
+    return next((folder for folder in folders if path == folder or path.startswith(folder + "/")), None)
 
 
 def _hidden_error(name: str, path: str) -> list[str]:
-    hidden = _hidden_from_ray(path)
+    hidden = _under(path, HIDDEN_FROM_RAY)
     if hidden is None:
         return []
     return [
@@ -114,7 +115,7 @@ def ray_temp_dir_errors(temp_dir: Any) -> list[str]:
         return [f"ray_temp_dir {temp_dir!r} is not in its plain form (no //, . or .. and no trailing /)"]
     if normal in SYSTEM_FOLDERS:
         return [f"ray_temp_dir {temp_dir!r} is a system folder; use a folder of Ray's own, e.g. /var/lib/ray/tmp"]
-    private = next((f for f in PRIVATE_TO_RAY if normal.startswith(f + "/")), None)
+    private = _under(normal, PRIVATE_TO_RAY)
     if private:
         return [
             f"ray_temp_dir {temp_dir!r} is under {private}, which is private to Ray's unit (PrivateTmp=true): "
