@@ -45,6 +45,9 @@ ENV = f"/opt/ray/venvs/ray-{PINS['ray_version']}-py{PINS['ray_python_version']}"
 Edit = Callable[[dict[str, Any]], None]
 
 
+# Whether the test itself passed (conftest), for fixtures that clean up only after a failure.
+PASSED = pytest.StashKey[bool]()
+
 # What the tests wait for: "invoke TASK" or "ssh" -> [calls, seconds] (conftest prints it).
 WAITED: dict[str, list[float]] = {}
 
@@ -298,6 +301,31 @@ def http_status(url: str, token: str | None) -> int:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+# A job whose driver and tasks, spread over the nodes, each evaluate EXPRESSION.
+SPREAD_JOB = """
+import json
+
+import ray
+ray.init()
+
+@ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
+def said():
+    return EXPRESSION
+
+print("said:", json.dumps(sorted({EXPRESSION, *ray.get([said.remote() for _ in range(12)])})))
+"""
+
+
+def what_the_nodes_say(tmp_path: Path, expression: str, inventory: Path | None = None) -> list[str]:
+    """What a job's driver and its tasks on the nodes evaluate EXPRESSION to, as a sorted list."""
+    script = tmp_path / "spread_job.py"
+    script.write_text(SPREAD_JOB.replace("EXPRESSION", expression))
+    args = ["--inventory", str(inventory)] if inventory else []
+    out = invoke("run", str(script), *args, timeout=600).stdout
+    said = next(line for line in out.splitlines() if line.startswith("said: "))
+    return list(json.loads(said.removeprefix("said: ")))
 
 
 def ray_state(hosts: dict[str, LabHost]) -> dict[str, str]:

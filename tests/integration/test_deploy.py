@@ -124,6 +124,10 @@ def test_token_is_required_by_the_jobs_api(deployed) -> None:
     assert http_status(url, "not-the-token") in (401, 403)
     assert http_status(url, TOKEN_FILE.read_text().strip()) == 200
     assert oct(TOKEN_FILE.stat().st_mode & 0o777) == "0o600"
+    # The endpoint beside it, which deploy writes too, and their folder: the controller user's alone.
+    endpoint = TOKEN_FILE.with_name(f"{HEAD}.endpoint.json")
+    assert json.loads(endpoint.read_text())["head"] == HEAD
+    assert [oct(p.stat().st_mode & 0o777) for p in (endpoint, TOKEN_FILE.parent)] == ["0o600", "0o700"]
     for host in deployed.values():
         with host.infra.sudo():
             token = host.infra.file("/etc/ray/auth_token")
@@ -307,17 +311,6 @@ def test_a_worker_change_restarts_only_that_worker(deployed, tmp_path: Path) -> 
     wait_for_nodes(deployed)
 
 
-def test_a_head_change_restarts_the_head_then_every_worker(deployed, tmp_path: Path) -> None:
-    before = main_pids(deployed)
-    try:
-        deploy_ok("--inventory", str(write_inventory_variant(tmp_path, with_labels([HEAD], {"zone": "a"}))))
-        after = main_pids(deployed)
-    finally:
-        deploy_ok()
-    assert all(after[n] != before[n] for n in deployed), (before, after)
-    assert ray_alive_nodes(deployed[HEAD]) == expected_nodes(deployed)
-
-
 def test_deploy_check_names_the_nodes_it_would_restart_and_changes_nothing(deployed, tmp_path: Path) -> None:
     def processes_and_settings() -> tuple[dict[str, str], dict[str, str]]:
         settings = "sudo sha1sum /etc/systemd/system/ray.service /etc/ray/ray.env"
@@ -392,9 +385,7 @@ def test_logs_show_the_nodes_journal(deployed) -> None:
     assert "ray start" in out or "Ray runtime started" in out
 
 
-def test_deploy_refuses_to_restart_the_head_while_a_job_runs_and_waits_for_it_when_asked(
-    deployed, tmp_path: Path
-) -> None:
+def test_a_head_change_waits_for_a_running_job_when_asked_then_restarts_every_node(deployed, tmp_path: Path) -> None:
     head = deployed[HEAD]
     client = JobSubmissionClient(f"http://{head.address}:8265", headers=auth_headers(TOKEN_FILE.read_text()))
     (tmp_path / "job").mkdir()
@@ -408,7 +399,7 @@ def test_deploy_refuses_to_restart_the_head_while_a_job_runs_and_waits_for_it_wh
     while client.get_job_status(job) != JobStatus.RUNNING:
         assert time.monotonic() < deadline, client.get_job_info(job)
         time.sleep(0.5)
-    changed = write_inventory_variant(tmp_path, lambda inv: inv["vars"].update(ray_environment={"RAYKIT_MARK": "1"}))
+    changed = write_inventory_variant(tmp_path, with_labels([HEAD], {"zone": "a"}))  # the head's alone
     before = main_pids(deployed)
     try:
         refused = invoke("deploy", "--inventory", str(changed), check=False)
@@ -418,7 +409,10 @@ def test_deploy_refuses_to_restart_the_head_while_a_job_runs_and_waits_for_it_wh
         # The head restarted only after the job had ended (both by the head's clock).
         started = head.ssh('date +%s.%N -d "$(systemctl show ray --property=ActiveEnterTimestamp --value)"')
         assert float(head.ssh(f"sudo cat {done}").stdout) < float(started.stdout), "restarted before the job ended"
-        assert main_pids(deployed)[HEAD] != before[HEAD]
+        # The workers follow their head (a new GCS): every node restarted, and every one is back.
+        after = main_pids(deployed)
+        assert all(after[n] != before[n] for n in deployed), (before, after)
+        assert ray_alive_nodes(deployed[HEAD]) == expected_nodes(deployed)
     finally:
         head.ssh(f"sudo rm -f {done}")
         invoke("deploy", timeout=900)

@@ -14,6 +14,7 @@ import pytest
 
 from tests.helpers import (
     HEAD,
+    PASSED,
     ROOT,
     TOKEN_FILE,
     LabHost,
@@ -50,10 +51,12 @@ def workers(hosts: dict[str, LabHost]) -> list[LabHost]:
 
 
 @pytest.fixture
-def repaired(deployed: dict[str, LabHost]) -> Iterator[dict[str, LabHost]]:
-    """The deployed lab; afterwards, even when the test failed midway, every environment
-    provisioned again file by file and what the test planted elsewhere removed."""
+def repaired(deployed: dict[str, LabHost], request: pytest.FixtureRequest) -> Iterator[dict[str, LabHost]]:
+    """The deployed lab; after a test that failed midway (each ends repaired when it passes),
+    every environment provisioned again file by file and what the test planted elsewhere removed."""
     yield deployed
+    if request.node.stash.get(PASSED, False):
+        return
     invoke("provision", "--deep", check=False)
     for host in deployed.values():
         host.ssh("sudo rm -rf /var/lib/ray/.local /var/lib/ray/sitecustomize.py /etc/raykit-canary", check=False)

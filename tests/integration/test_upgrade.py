@@ -19,6 +19,7 @@ from tests.helpers import (
     invoke,
     on_every_host,
     ray_state,
+    what_the_nodes_say,
     write_inventory_variant,
 )
 
@@ -27,17 +28,6 @@ pytestmark = pytest.mark.lab
 OLD, NEW = "2.59.0", PINS["ray_version"]
 PY = PINS["ray_python_version"]
 ENVS = {version: f"/opt/ray/venvs/ray-{version}-py{PY}" for version in (OLD, NEW)}
-VERSIONS_JOB = """
-import ray
-ray.init()
-
-@ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
-def version():
-    import ray
-    return ray.__version__
-
-print("versions:", sorted({ray.__version__, *ray.get([version.remote() for _ in range(12)])}))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +63,9 @@ def links(host: LabHost) -> list[str]:
     return host.ssh("readlink /opt/ray/current /opt/ray/previous /opt/ray/older", check=False).stdout.split()
 
 
-def ray_versions(tmp_path: Path, inventory: Path | None = None) -> str:
+def ray_versions(tmp_path: Path, inventory: Path | None = None) -> list[str]:
     """What a job's driver and its tasks on every node say Ray is."""
-    script = tmp_path / "versions_job.py"
-    script.write_text(VERSIONS_JOB)
-    args = ["--inventory", str(inventory)] if inventory else []
-    out = invoke("run", str(script), *args, timeout=600).stdout
-    return next(line for line in out.splitlines() if line.startswith("versions:"))
+    return what_the_nodes_say(tmp_path, "__import__('ray').__version__", inventory)
 
 
 def stop_began(hosts: dict[str, LabHost]) -> float:
@@ -96,7 +82,7 @@ def switch_and_check(hosts: dict[str, LabHost], tmp_path: Path, command: str, to
     raycluster.wait_for_cluster(ray_state(hosts), all_ips(hosts), timeout=60)
     assert node_envs(hosts) == dict.fromkeys(hosts, ENVS[to])
     assert {name: tuple(links(h)[:2]) for name, h in hosts.items()} == dict.fromkeys(hosts, (ENVS[to], ENVS[kept]))
-    assert ray_versions(tmp_path) == f"versions: ['{to}']"
+    assert ray_versions(tmp_path) == [to]
 
 
 @pytest.fixture
@@ -113,7 +99,7 @@ def test_an_upgrade_switches_every_node_and_rollback_brings_the_old_one_back(
     on_old: dict[str, LabHost], old_pins: Path, tmp_path: Path
 ) -> None:
     hosts = on_old
-    assert ray_versions(tmp_path, old_pins) == f"versions: ['{OLD}']"
+    assert ray_versions(tmp_path, old_pins) == [OLD]
     # The pins name NEW again: provision stages it beside the running cluster, which keeps OLD.
     invoke("provision", timeout=1800)
     assert node_envs(hosts) == dict.fromkeys(hosts, ENVS[OLD])
@@ -158,7 +144,7 @@ def test_a_new_head_that_exits_sends_every_node_back_on_its_own(
     assert node_envs(hosts) == dict.fromkeys(hosts, ENVS[OLD])
     assert node_files(hosts) == before
     assert {name: links(h)[0] for name, h in hosts.items()} == dict.fromkeys(hosts, ENVS[OLD])
-    assert ray_versions(tmp_path, old_pins) == f"versions: ['{OLD}']"
+    assert ray_versions(tmp_path, old_pins) == [OLD]
     # Back on the pins for the tests after this one; the old environment stays as previous.
     invoke("deploy", timeout=900)
     raycluster.wait_for_cluster(state, all_ips(hosts), timeout=60)
