@@ -279,6 +279,15 @@ def test_second_deploy_changes_and_restarts_nothing(deployed) -> None:
     assert not re.search(r"TASK \[[\w.]+ : Write the settings folder", out), out[-3000:]
 
 
+JOURNAL_CAP, PROMETHEUS_ARGS = "/etc/systemd/journald@ray.conf", "/etc/default/prometheus"
+
+
+def service_pids(host: LabHost) -> list[str]:
+    """The main PIDs of Ray's journal and of Prometheus on the host ("0" where one does not run)."""
+    pids = host.ssh("systemctl show --property=MainPID --value systemd-journald@ray prometheus").stdout.split()
+    return pids + ["0"] * (2 - len(pids))
+
+
 def test_deploy_repairs_hand_made_changes_on_a_node(deployed) -> None:
     # A no-op deploy skips what preflight's probe found unchanged: the probe must see these.
     edited, loosened = sorted(deployed)[1], sorted(deployed)[2]
@@ -286,11 +295,19 @@ def test_deploy_repairs_hand_made_changes_on_a_node(deployed) -> None:
     deployed[edited].ssh("echo RAY_hand_made=1 | sudo tee -a /etc/ray/ray.env >/dev/null")
     deployed[loosened].ssh("sudo chmod 0444 /etc/ray/auth_token")
     deployed[HEAD].ssh("sudo systemctl disable --quiet ray")
+    # The logs' and monitoring's files too: their services restart with them, Ray does not.
+    deployed[edited].ssh(f"echo '# by hand' | sudo tee -a {JOURNAL_CAP} >/dev/null")
+    deployed[HEAD].ssh(f"echo '# by hand' | sudo tee -a {PROMETHEUS_ARGS} >/dev/null")
+    services = {name: service_pids(deployed[name]) for name in (edited, HEAD)}
     counts = recap(deploy_ok())
     assert all(counts[n]["changed"] > 0 for n in (edited, loosened, HEAD)), counts
     assert deployed[edited].ssh("sudo grep -c RAY_hand_made /etc/ray/ray.env", check=False).stdout.strip() == "0"
     assert deployed[loosened].ssh("sudo stat -c %a /etc/ray/auth_token").stdout.strip() == "440"
     assert deployed[HEAD].ssh("systemctl is-enabled ray").stdout.strip() == "enabled"
+    for name, path in ((edited, JOURNAL_CAP), (HEAD, PROMETHEUS_ARGS)):
+        assert "# by hand" not in deployed[name].ssh(f"cat {path}").stdout, (name, path)
+    assert service_pids(deployed[edited])[0] != services[edited][0]  # the journal, with its cap
+    assert service_pids(deployed[HEAD])[1] != services[HEAD][1]  # Prometheus, with its settings
     after = main_pids(deployed)
     # A running head found disabled is only enabled; a worker's settings never restart it.
     assert after[HEAD] == before[HEAD]

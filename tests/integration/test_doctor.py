@@ -16,19 +16,25 @@ from tests.helpers import HEAD, TOKEN_FILE, LabHost, all_ips, install_fake_wheel
 pytestmark = pytest.mark.lab
 
 WORKER = "raylab-2"
+OTHER_WORKER = "raylab-3"
 
 
 def doctor() -> subprocess.CompletedProcess[str]:
     return invoke("doctor", check=False, timeout=120)
 
 
+def findings(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """doctor's findings, one per host and problem (a finding's later lines are indented)."""
+    return re.split(r"\n(?=\S)", result.stdout)
+
+
 def assert_finds(result: subprocess.CompletedProcess[str], host: str, *phrases: str) -> str:
     """doctor failed and one finding names `host` and says every phrase; returns that finding."""
     assert result.returncode == 1, result.stdout + result.stderr
-    findings = re.split(r"\n(?=\S)", result.stdout)
-    mine = [f for f in findings if f.startswith(f"{host}: ") and all(p in f for p in phrases)]
+    found = findings(result)
+    mine = [f for f in found if f.startswith(f"{host}: ") and all(p in f for p in phrases)]
     assert mine, f"no finding on {host} saying {phrases}:\n{result.stdout}"
-    others = [f for f in findings if not f.startswith((f"{host}: ", "doctor: "))]
+    others = [f for f in found if not f.startswith((f"{host}: ", "doctor: "))]
     assert not others, f"findings on other hosts:\n{result.stdout}"
     assert "fix: " in mine[0]
     return mine[0]
@@ -48,11 +54,11 @@ def test_doctor_passes_a_healthy_cluster(whole) -> None:
 
 
 def test_doctor_names_an_unreachable_host(whole) -> None:
-    invoke("lab.poweroff", "raylab-3")
+    invoke("lab.poweroff", OTHER_WORKER)
     try:
-        assert_finds(doctor(), "raylab-3", "did not answer over SSH")
+        assert_finds(doctor(), OTHER_WORKER, "did not answer over SSH")
     finally:
-        invoke("lab.poweron", "raylab-3")
+        invoke("lab.poweron", OTHER_WORKER)
 
 
 def test_doctor_names_version_drift(whole, tmp_path: Path) -> None:
@@ -79,18 +85,24 @@ def test_doctor_names_a_failing_unit_and_shows_its_journal(whole) -> None:
         invoke("deploy")  # writes the environment back and restarts the node
 
 
-def test_doctor_names_a_hand_edited_unit_and_a_head_that_switched_authentication_off(whole) -> None:
-    head, worker = whole[HEAD], whole[WORKER]
+def test_doctor_names_a_hand_edited_unit_a_head_without_authentication_and_a_token_mismatch(whole) -> None:
+    # Three hosts changed by hand: one doctor names each, one deploy repairs them all.
+    head, worker, third = whole[HEAD], whole[WORKER], whole[OTHER_WORKER]
     try:
         worker.ssh("echo '# tuned by hand' | sudo tee -a /etc/systemd/system/ray.service >/dev/null")
         auth_off = "s/^RAY_AUTH_MODE=token$/RAY_AUTH_MODE=disabled/"
         head.ssh(f"sudo sed -i '{auth_off}' /etc/ray/ray.env && sudo systemctl restart ray")
+        third.ssh("echo not-the-cluster-token | sudo tee /etc/ray/auth_token >/dev/null")
         raycluster.wait_for_cluster(ray_state(whole), all_ips(whole), timeout=120)
         result = doctor()
         assert result.returncode == 1, result.stdout
         assert f"{WORKER}: /etc/systemd/system/ray.service differs from what deploy writes" in result.stdout
         assert f"{HEAD}: /etc/ray/ray.env differs from what deploy writes" in result.stdout
         assert f"{HEAD}: Ray's dashboard says its authentication mode is 'disabled', not 'token'" in result.stdout
+        mismatch = [f for f in findings(result) if f.startswith(f"{OTHER_WORKER}: ")]
+        assert len(mismatch) == 1 and "token differs from the controller's" in mismatch[0], result.stdout
+        assert "fix: " in mismatch[0] and "invoke deploy" in mismatch[0], mismatch
+        assert TOKEN_FILE.read_text().strip() not in result.stdout
     finally:
         invoke("deploy")
     assert doctor().returncode == 0
@@ -121,17 +133,6 @@ def test_doctor_names_a_port_blocked_between_two_nodes(whole) -> None:
         assert_finds(doctor(), WORKER, f"cannot reach the GCS port of {HEAD} at {head.address}:6379", "firewall")
     finally:
         invoke("lab.unblock")
-
-
-def test_doctor_names_a_token_mismatch_without_showing_a_token(whole) -> None:
-    host = whole[WORKER]
-    host.ssh("echo not-the-cluster-token | sudo tee /etc/ray/auth_token >/dev/null")
-    try:
-        result = doctor()
-        assert_finds(result, WORKER, "token differs from the controller's", "invoke deploy")
-        assert TOKEN_FILE.read_text().strip() not in result.stdout
-    finally:
-        invoke("deploy")
 
 
 def test_doctor_names_a_dev_shm_smaller_than_the_object_store(whole) -> None:

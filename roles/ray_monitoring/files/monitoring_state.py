@@ -1,12 +1,13 @@
 """What deploy's monitoring needs to know of a host, in one read (root's python3 -I -S -c):
 
-    monitoring_state.py TEMP_DIR DASHBOARDS_SOURCE DASHBOARDS USER
+    monitoring_state.py TEMP_DIR DASHBOARDS_SOURCE DASHBOARDS USER SETTINGS
 
 prints JSON: the mount point of TEMP_DIR (of its nearest existing parent before Ray made it),
-each monitoring service's unit file state, activity, and whether it runs with older settings
-than its files hold (a restart a failed run never made); and whether the copy of Ray's
-Grafana dashboards is the same as the session's (compared by USER, who owns them, never
-through a link: as root a link a job planted there would be followed).
+each service's unit file state, activity, and whether it runs with older settings than its
+files hold (a restart a failed run never made; SETTINGS is JSON: service -> its settings
+files); and whether the copy of Ray's Grafana dashboards is the same as the session's
+(compared by USER, who owns them, never through a link: as root a link a job planted there
+would be followed).
 """
 
 import json
@@ -14,11 +15,6 @@ import os
 import subprocess
 import sys
 
-# Each service's settings files (written by deploy).
-SETTINGS = {
-    "prometheus-node-exporter": ["/etc/default/prometheus-node-exporter"],
-    "prometheus": ["/etc/prometheus/prometheus.yml", "/etc/default/prometheus"],
-}
 TIMEOUT_S = 30
 
 
@@ -40,11 +36,11 @@ def systemctl(*args):
     return done.stdout.strip()
 
 
-def unit(name):
+def unit(name, settings):
     active = systemctl("is-active", name)
     started = systemctl("show", name, "--property=ActiveEnterTimestamp", "--value", "--timestamp=unix")
     since = float(started.lstrip("@") or 0) if started.lstrip("@").replace(".", "", 1).isdigit() else 0.0
-    written = [os.stat(path).st_mtime for path in SETTINGS[name] if os.path.exists(path)]
+    written = [os.stat(path).st_mtime for path in settings if os.path.exists(path)]
     return {
         "enabled": systemctl("is-enabled", name),
         "active": active,
@@ -63,13 +59,14 @@ def same_copy(source, copy, user):
     return done.returncode == 0
 
 
-def main(temp_dir, source, copy, user):
+def main(temp_dir, source, copy, user, settings):
     return {
         "temp_mount": mount_point(temp_dir),
-        "units": {name: unit(name) for name in SETTINGS},
+        "units": {name: unit(name, files) for name, files in settings.items()},
         "dashboards_same": same_copy(source, copy, user),
     }
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(*sys.argv[1:5])))
+    temp_dir, source, copy, user, settings = sys.argv[1:6]
+    print(json.dumps(main(temp_dir, source, copy, user, json.loads(settings))))
