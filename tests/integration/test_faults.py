@@ -189,7 +189,7 @@ def test_a_deploy_that_fails_on_one_worker_leaves_the_running_cluster_running(de
         inv["children"]["ray_workers"]["hosts"][broken.name]["ray_environment"] = {
             "RAY_raylet_liveness_self_check_interval_ms": "5 s"
         }
-        inv["vars"]["ray_join_timeout"] = 30
+        inv["vars"]["ray_join_timeout"] = 15  # the others keep running: only the broken one is waited for
 
     try:
         result = invoke(
