@@ -72,6 +72,20 @@ def group(distribution: str, major: str, arch: str) -> str:
     return f"{distribution.lower()}-{major}-{arch}"
 
 
+def controller_group() -> str:
+    """The controller's own group, as group() names a host's ("" if it has no os-release)."""
+    try:
+        release = platform.freedesktop_os_release()
+    except OSError:
+        return ""
+    return group(release.get("ID", ""), release.get("VERSION_ID", "").split(".")[0], platform.machine())
+
+
+def cached_archives(cache: Path, version: str, grp: str) -> list[Path]:
+    """The cache's complete builds of version for grp, whatever their recipe."""
+    return sorted(cache.glob(f"cpython-{version}-{grp}-*/python.tar.gz"))
+
+
 def debian_releases() -> list[str]:
     """The Debian releases the controller's debootstrap can make (their scripts are sid's)."""
     return sorted(p.name for p in DEBOOTSTRAP_SCRIPTS.glob("*") if p.resolve().name == "sid" and p.name != "sid")

@@ -27,12 +27,14 @@ import zipfile
 from pathlib import Path
 
 from raykit import bytecode as node_bytecode
+from raykit import pybuild
 from raykit.cluster_lock import read_header
 
 PIP_TIMEOUT_S = 600
 BYTECODE_TIMEOUT_S = 600
-# Bumped when what a wheelhouse holds changes (2: the node's bytecode), so hosts get the new one.
-FORMAT = 2
+# Bumped when what a wheelhouse holds changes (2: the node's bytecode; 3: also compiled by the
+# kit's build of the pin), so hosts get the new one.
+FORMAT = 3
 # The controller's cache, ray_wheelhouse_cache's default: one folder per wheelhouse id.
 CACHE = Path("~/.cache/raykit/wheelhouse")
 
@@ -87,9 +89,10 @@ def uv_binary(wheels: Path) -> bytes:
         return zf.read(member)
 
 
-def bytecode(wheels: Path | None, arch: str, python_version: str, out: Path) -> None:
-    """The node's bytecode (raykit.bytecode), compiled by a Python X.Y of the hosts' (this
-    one, or pythonX.Y on PATH) when the controller has one for their architecture; otherwise
+def bytecode(wheels: Path | None, arch: str, python_version: str, out: Path, python_cache: Path) -> None:
+    """The node's bytecode (raykit.bytecode), compiled by a Python X.Y of the hosts' when the
+    controller has one for their architecture: this one, pythonX.Y on PATH, or the kit's own
+    build of the pin for the controller's release in python_cache (raykit.pybuild). Otherwise
     (or without wheels) an empty archive, and each node compiles its modules at Ray's first
     start, as Python always does."""
     major_minor = tuple(int(part) for part in python_version.split(".")[:2])
@@ -98,18 +101,34 @@ def bytecode(wheels: Path | None, arch: str, python_version: str, out: Path) -> 
     )
     if interpreter and not runs_as(interpreter, major_minor):
         interpreter = None  # a version manager's shim with no such Python behind it
-    if wheels is None or interpreter is None or platform.machine() != arch:
-        node_bytecode.pack(Path(), [], out)
-        return
-    cmd = node_bytecode.command(interpreter, "--wheels", str(wheels), "--out", str(out))
-    try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=BYTECODE_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        raise SystemExit(f"error: compiling the node's bytecode took over {BYTECODE_TIMEOUT_S} s") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        if interpreter is None and wheels is not None and platform.machine() == arch:
+            interpreter = unpacked_build(python_cache, python_version, Path(tmp))
+        if wheels is None or interpreter is None or platform.machine() != arch:
+            node_bytecode.pack(Path(), [], out)
+            return
+        cmd = node_bytecode.command(interpreter, "--wheels", str(wheels), "--out", str(out))
+        try:
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=BYTECODE_TIMEOUT_S, check=False)
+        except subprocess.TimeoutExpired:
+            raise SystemExit(f"error: compiling the node's bytecode took over {BYTECODE_TIMEOUT_S} s") from None
     if result.returncode != 0:
         raise SystemExit(
             f"error: compiling the node's bytecode with {interpreter} failed: {result.stderr.strip()[-500:]}"
         )
+
+
+def unpacked_build(python_cache: Path, python_version: str, into: Path) -> str | None:
+    """The interpreter of the kit's build of python_version for the controller's release, unpacked
+    into `into` (a static build runs from any folder), if the cache holds one that runs here."""
+    archives = pybuild.cached_archives(python_cache, python_version, pybuild.controller_group())
+    if not archives:
+        return None
+    with tarfile.open(archives[0]) as tf:
+        tf.extractall(into, filter="data")
+    major_minor = tuple(int(part) for part in python_version.split(".")[:2])
+    found = [str(p) for p in into.glob("*/bin/python{}.{}".format(*major_minor)) if runs_as(str(p), major_minor)]
+    return found[0] if found else None
 
 
 def runs_as(interpreter: str, major_minor: tuple[int, ...]) -> bool:
@@ -150,7 +169,7 @@ def tar_path(cache: Path, name: str) -> Path:
     return cache / name / "wheelhouse.tar"
 
 
-def ensure(lock: Path, cache: Path, name: str, index_only: bool) -> dict[str, object]:
+def ensure(lock: Path, cache: Path, name: str, index_only: bool, python_cache: Path) -> dict[str, object]:
     meta = read_header(lock)
     arch, python_version = str(meta["arch"]), str(meta["python_version"])
     tar = tar_path(cache, name)
@@ -160,11 +179,11 @@ def ensure(lock: Path, cache: Path, name: str, index_only: bool) -> dict[str, ob
         fcntl.flock(guard, fcntl.LOCK_EX)
         changed = not tar.exists()
         if changed:
-            build(lock, tar, arch, python_version, index_only)
+            build(lock, tar, arch, python_version, index_only, python_cache)
     return {"tar": str(tar), "id": name, "changed": changed, "bytes": tar.stat().st_size}
 
 
-def build(lock: Path, tar: Path, arch: str, python_version: str, index_only: bool) -> None:
+def build(lock: Path, tar: Path, arch: str, python_version: str, index_only: bool, python_cache: Path) -> None:
     dest = tar.parent
     wheels = dest / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
@@ -177,7 +196,7 @@ def build(lock: Path, tar: Path, arch: str, python_version: str, index_only: boo
     shipped = [] if index_only else list(wheels.glob("*.whl"))
     with tempfile.TemporaryDirectory() as tmp:  # kept only inside the wheelhouse tar
         node_pycs = Path(tmp) / "bytecode.tar.gz"
-        bytecode(None if index_only else wheels, arch, python_version, node_pycs)
+        bytecode(None if index_only else wheels, arch, python_version, node_pycs, python_cache)
         pack(tar, lock, uv_binary(wheels), shipped, node_pycs)
     for old in dest.parent.glob(f"{arch}-*"):
         if old != dest:
@@ -191,8 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, required=True)
     parser.add_argument("--name", required=True, help="folder for this lock's wheelhouse (its content id)")
     parser.add_argument("--index-only", action="store_true", help="hosts install from an index: ship uv only")
+    parser.add_argument(
+        "--python-cache", type=Path, default=pybuild.CACHE, help="the kit's Python builds (ray_python_build_cache)"
+    )
     args = parser.parse_args(argv)
-    print(json.dumps(ensure(args.lock, args.cache.expanduser(), args.name, args.index_only)))
+    ensure_args = (args.lock, args.cache.expanduser(), args.name, args.index_only, args.python_cache.expanduser())
+    print(json.dumps(ensure(*ensure_args)))
     return 0
 
 

@@ -39,6 +39,11 @@ RELEASES = {f"raylab-{n}": suite for n, suite in enumerate(GROWN_SUITES, start=1
 PIN = PINS["ray_python_version"]
 OTHER = "3.13.5"  # trixie's python3, which no bookworm host has
 OTHER_SOURCE = "https://deb.debian.org/debian/pool/main/p/python3.13/python3.13_3.13.5.orig.tar.xz"
+# A module every Ray worker imports, compiled by the controller into the new pin's environment.
+NODE_PYC = (
+    f"/opt/ray/venvs/ray-{PINS['ray_version']}-py{OTHER}/lib/python3.13/site-packages"
+    "/ray/_private/workers/__pycache__/default_worker.cpython-313.pyc"
+)
 # A compiler, a build tool or a package of headers: none may be left on a host.
 BUILD_PACKAGE = re.compile(r"^(gcc.*|g\+\+.*|cpp.*|make|build-essential|binutils.*|dpkg-dev|pkg-config|.*-dev)$")
 BASE_STATUS = Path("/var/cache/raykit")  # the lab's base images: what each host had at first
@@ -216,8 +221,12 @@ def test_a_pin_change_reverses_the_roles_and_deploy_switches(mixed: dict[str, La
     )
     invoke("lock", "--inventory", str(inventory), "--out", str(locks), timeout=900)
     provision(inventory)
-    # Staged beside the running cluster, which still runs the old pin until deploy.
+    # Staged beside the running cluster, which still runs the old pin until deploy. The controller
+    # (bookworm) has no python3.13: its bytecode was compiled by the kit's build for bookworm.
     assert node_pythons(hosts) == dict.fromkeys(hosts, PIN)
+    assert {name: h.ssh(f"test -f {NODE_PYC}", check=False).returncode for name, h in hosts.items()} == dict.fromkeys(
+        hosts, 0
+    )
     deploy(hosts, inventory)
     assert node_pythons(hosts) == dict.fromkeys(hosts, OTHER)
     assert node_interpreters(hosts) == {
@@ -235,11 +244,13 @@ def test_a_pin_change_reverses_the_roles_and_deploy_switches(mixed: dict[str, La
         hosts, old
     )
     assert {name: env_python(h, old) for name, h in hosts.items()} == ON_THE_PINS
-    # On the new pin as on the old: a second provision changes nothing, and a job's driver and
-    # its tasks on the nodes run the new pin (every example runs on the pins, above).
+    # On the new pin as on the old: a second provision changes nothing, a job's driver and its
+    # tasks on the nodes run the new pin, and every example passes.
     counts = recap(provision(inventory).stdout)
     assert {name: counts[name]["changed"] for name in hosts} == dict.fromkeys(hosts, 0)
     assert what_the_nodes_say(tmp_path, "__import__('platform').python_version()", inventory) == [OTHER]
+    result = invoke("examples", "--inventory", str(inventory), check=False, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 
 def test_the_build_provider_gives_every_host_the_kits_build(mixed_lab: dict[str, LabHost], tmp_path: Path) -> None:

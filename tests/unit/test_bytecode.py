@@ -57,6 +57,34 @@ def test_without_wheels_or_the_hosts_python_the_wheelhouse_gets_an_empty_bytecod
     tmp_path: Path, wheels: str | None, arch: str, python_version: str
 ) -> None:
     out = tmp_path / "bytecode.tar.gz"
-    wheelhouse.bytecode(tmp_path / wheels if wheels else None, arch, python_version, out)
+    wheelhouse.bytecode(tmp_path / wheels if wheels else None, arch, python_version, out, tmp_path / "no-builds")
     with tarfile.open(out) as tf:
         assert tf.getmembers() == []
+
+
+def test_the_kits_build_for_the_controllers_release_compiles_a_pin_the_controller_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in for the build's archive, laid out as raykit.pybuild packs its tree.
+    tree = tmp_path / "tree/3.99.1/bin"
+    tree.mkdir(parents=True)
+    (tree / "python3.99").write_text("#!/bin/sh\n")
+    cache = tmp_path / "python"
+    grp = "debian-12-" + platform.machine()
+    (cache / f"cpython-3.99.1-{grp}-abc").mkdir(parents=True)
+    with tarfile.open(cache / f"cpython-3.99.1-{grp}-abc/python.tar.gz", "w:gz") as tf:
+        tf.add(tmp_path / "tree/3.99.1", arcname="3.99.1")
+    monkeypatch.setattr(wheelhouse.pybuild, "controller_group", lambda: grp)
+    seen: list[str] = []
+
+    def runs_as(interpreter: str, major_minor: tuple[int, ...]) -> bool:
+        seen.append(interpreter)
+        return True
+
+    monkeypatch.setattr(wheelhouse, "runs_as", runs_as)
+    monkeypatch.setattr(wheelhouse.shutil, "which", lambda name: None)
+    assert wheelhouse.unpacked_build(cache, "3.99.1", tmp_path / "into") == str(tmp_path / "into/3.99.1/bin/python3.99")
+    assert wheelhouse.unpacked_build(cache, "3.99.2", tmp_path / "other") is None  # another micro: no build
+    monkeypatch.setattr(wheelhouse.pybuild, "controller_group", lambda: "debian-13-" + platform.machine())
+    assert wheelhouse.unpacked_build(cache, "3.99.1", tmp_path / "third") is None  # another release's build
+    assert seen == [str(tmp_path / "into/3.99.1/bin/python3.99")]
