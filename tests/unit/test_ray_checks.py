@@ -237,3 +237,11 @@ def test_a_lock_made_from_another_python_source_is_refused(tmp_path: Path) -> No
     (error,) = checks.ray_lock_errors(_lock(tmp_path), "x86_64", pins)
     assert error.startswith("ray_python_source_url http://mirror.example/Python-3.11.2.tgz / lock " + PYTHON_ORG)
     assert "run `invoke lock`" in error
+
+
+def test_paths_differ_names_each_path_the_probe_found_otherwise() -> None:
+    wanted = {"/etc/a": {"sha256": "1", "mode": "0644"}, "/etc/b": {"sha256": "2", "mode": "0644"}}
+    found = {"/etc/a": {"sha256": "1", "mode": "0644"}, "/etc/b": {"sha256": "2", "mode": "0666"}}
+    assert checks.ray_paths_differ(found, wanted) == ["/etc/b"]  # a mode counts, as content does
+    assert checks.ray_paths_differ(found, wanted, ["/etc/a"]) == []
+    assert checks.ray_paths_differ({}, wanted) == ["/etc/a", "/etc/b"]  # absent from the probe

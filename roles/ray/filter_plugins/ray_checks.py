@@ -424,9 +424,10 @@ def _pin(value: Any) -> str:
     return ",".join(value) if isinstance(value, list) else str(value)
 
 
-def ray_paths_differ(found: Mapping[str, Any], wanted: Mapping[str, Any], paths: list[str]) -> list[str]:
-    """Which of paths the probe found otherwise than wanted (content, owner, group or mode)."""
-    return [path for path in paths if found.get(path) != wanted.get(path)]
+def ray_paths_differ(found: Mapping[str, Any], wanted: Mapping[str, Any], paths: list[str] | None = None) -> list[str]:
+    """Which of paths (all of wanted's without them) the probe found otherwise than wanted
+    (content, owner, group or mode)."""
+    return [path for path in (list(wanted) if paths is None else paths) if found.get(path) != wanted.get(path)]
 
 
 def ray_command_errors(results: list[Mapping[str, Any]], what: str) -> list[str]:
