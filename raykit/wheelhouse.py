@@ -37,6 +37,9 @@ BYTECODE_TIMEOUT_S = 600
 FORMAT = 3
 # The controller's cache, ray_wheelhouse_cache's default: one folder per wheelhouse id.
 CACHE = Path("~/.cache/raykit/wheelhouse")
+# The wheelhouses it keeps per architecture, the newest: going back to a recent lock (a
+# rollback's, the previous pin's) needs no new download and compile.
+KEEP = 3
 
 
 def wheelhouse_id(lock: Path, arch: str, index_only: bool) -> str:
@@ -198,10 +201,23 @@ def build(lock: Path, tar: Path, arch: str, python_version: str, index_only: boo
         node_pycs = Path(tmp) / "bytecode.tar.gz"
         bytecode(None if index_only else wheels, arch, python_version, node_pycs, python_cache)
         pack(tar, lock, uv_binary(wheels), shipped, node_pycs)
-    for old in dest.parent.glob(f"{arch}-*"):
-        if old != dest:
+    shutil.rmtree(wheels)  # the tar holds them
+    requirements.unlink()
+    prune(dest.parent, arch)
+
+
+def prune(cache: Path, arch: str, keep: int = KEEP) -> None:
+    """Remove all but the `keep` newest complete wheelhouses of arch, and any left incomplete."""
+    folders = [d for d in cache.glob(f"{arch}-*") if d.is_dir()]
+    done = sorted(
+        (d for d in folders if tar_path(cache, d.name).exists()),
+        key=lambda d: tar_path(cache, d.name).stat().st_mtime,
+        reverse=True,
+    )
+    for old in folders:
+        if old not in done[:keep]:
             shutil.rmtree(old, ignore_errors=True)
-            dest.parent.joinpath(f".{old.name}.lock").unlink(missing_ok=True)
+            cache.joinpath(f".{old.name}.lock").unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -307,3 +308,23 @@ def test_a_node_running_another_environment_than_the_pins_is_named_with_the_fix(
         "raylab-1": "ok",
         "raylab-2": "runs ray-2.59.0-py3.11.2, not the pins' environment: `invoke deploy` switches to it",
     }
+
+
+def test_the_cache_keeps_the_newest_wheelhouses_of_each_architecture(tmp_path: Path) -> None:
+    for age, name in enumerate(["x86_64-new", "x86_64-mid", "x86_64-old", "x86_64-oldest"]):
+        tar = wheelhouse.tar_path(tmp_path, name)
+        tar.parent.mkdir()
+        tar.write_bytes(b"")
+        os.utime(tar, (1000 - age, 1000 - age))
+        (tmp_path / f".{name}.lock").write_text("")
+    (tmp_path / "x86_64-broken").mkdir()  # a build that stopped before its tar
+    wheelhouse.tar_path(tmp_path, "aarch64-old").parent.mkdir()
+    wheelhouse.tar_path(tmp_path, "aarch64-old").write_bytes(b"")
+    wheelhouse.prune(tmp_path, "x86_64", keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".x86_64-mid.lock",
+        ".x86_64-new.lock",
+        "aarch64-old",
+        "x86_64-mid",
+        "x86_64-new",
+    ]
