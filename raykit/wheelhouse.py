@@ -37,7 +37,7 @@ BYTECODE_TIMEOUT_S = 600
 FORMAT = 3
 # The controller's cache, ray_wheelhouse_cache's default: one folder per wheelhouse id.
 CACHE = Path("~/.cache/raykit/wheelhouse")
-# The wheelhouses it keeps per architecture, the newest: going back to a recent lock (a
+# The wheelhouses it keeps per architecture, the most recently built: going back to a recent lock (a
 # rollback's, the previous pin's) needs no new download and compile.
 KEEP = 3
 
@@ -127,8 +127,16 @@ def unpacked_build(python_cache: Path, python_version: str, into: Path) -> str |
     archives = pybuild.cached_archives(python_cache, python_version, pybuild.controller_group())
     if not archives:
         return None
-    with tarfile.open(archives[0]) as tf:
-        tf.extractall(into, filter="data")
+    into.mkdir(parents=True, exist_ok=True)
+    # GNU tar: Debian 12's python3.11 has no extraction filters.
+    cmd = ["tar", "--extract", "--gzip", "--no-same-owner", "--file", str(archives[0]), "--directory", str(into)]
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        result = None
+    if result is None or result.returncode != 0:
+        print(f"warning: could not unpack {archives[0]}; the nodes compile their modules", file=sys.stderr)
+        return None
     major_minor = tuple(int(part) for part in python_version.split(".")[:2])
     found = [str(p) for p in into.glob("*/bin/python{}.{}".format(*major_minor)) if runs_as(str(p), major_minor)]
     return found[0] if found else None
@@ -207,15 +215,19 @@ def build(lock: Path, tar: Path, arch: str, python_version: str, index_only: boo
 
 
 def prune(cache: Path, arch: str, keep: int = KEEP) -> None:
-    """Remove all but the `keep` newest complete wheelhouses of arch, and any left incomplete."""
+    """Remove all but the `keep` most recently built wheelhouses of arch, and any a build left
+    incomplete; never one another provision is building (its lock is held)."""
     folders = [d for d in cache.glob(f"{arch}-*") if d.is_dir()]
-    done = sorted(
-        (d for d in folders if tar_path(cache, d.name).exists()),
-        key=lambda d: tar_path(cache, d.name).stat().st_mtime,
-        reverse=True,
-    )
+    built = {d: tar.stat().st_mtime for d in folders if (tar := tar_path(cache, d.name)).exists()}
+    kept = sorted(built, key=built.__getitem__, reverse=True)[:keep]
     for old in folders:
-        if old not in done[:keep]:
+        if old in kept:
+            continue
+        with open(cache / f".{old.name}.lock", "w") as guard:
+            try:
+                fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
             shutil.rmtree(old, ignore_errors=True)
             cache.joinpath(f".{old.name}.lock").unlink(missing_ok=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shlex
@@ -318,13 +319,13 @@ def test_the_cache_keeps_the_newest_wheelhouses_of_each_architecture(tmp_path: P
         os.utime(tar, (1000 - age, 1000 - age))
         (tmp_path / f".{name}.lock").write_text("")
     (tmp_path / "x86_64-broken").mkdir()  # a build that stopped before its tar
+    (tmp_path / "x86_64-building").mkdir()  # another provision's build, under way
     wheelhouse.tar_path(tmp_path, "aarch64-old").parent.mkdir()
     wheelhouse.tar_path(tmp_path, "aarch64-old").write_bytes(b"")
-    wheelhouse.prune(tmp_path, "x86_64", keep=2)
+    with open(tmp_path / ".x86_64-building.lock", "w") as busy:
+        fcntl.flock(busy, fcntl.LOCK_EX)
+        wheelhouse.prune(tmp_path, "x86_64", keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        ".x86_64-mid.lock",
-        ".x86_64-new.lock",
-        "aarch64-old",
-        "x86_64-mid",
-        "x86_64-new",
-    ]
+        ".x86_64-building.lock", ".x86_64-mid.lock", ".x86_64-new.lock",
+        "aarch64-old", "x86_64-building", "x86_64-mid", "x86_64-new",
+    ]  # fmt: skip
