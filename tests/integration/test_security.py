@@ -153,8 +153,11 @@ def test_an_edit_that_keeps_size_and_time_is_found_by_doctor_deep_and_repaired(r
 def test_an_environment_an_earlier_version_let_ray_write_is_converted_without_a_restart(repaired) -> None:
     victim = workers(repaired)[0]
     real = "/opt/ray/venvs/ray-2.60.0-py3.11.2"
+    # And a rollback's environment from before, which provision cannot make anew.
+    older = "/opt/ray/venvs/ray-2.58.0-py3.11.2"
     victim.ssh(
         f"sudo rm -f {RECORD} && echo canary | sudo tee /etc/raykit-canary >/dev/null"
+        f" && sudo mkdir -p {older}/bin && sudo ln -sfn {older} /opt/ray/older"
         " && sudo chown -R ray:ray /opt/ray/venvs && sudo rm /opt/ray/venvs/*.manifest.json"
     )
     # What ray could have left there: code for root to run, no interpreter (so no report),
@@ -167,6 +170,9 @@ def test_an_environment_an_earlier_version_let_ray_write_is_converted_without_a_
     assert "no manifest" in invoke("versions", check=False).stdout
     converted = invoke("provision")
     assert recap(converted.stdout)[victim.name]["changed"] > 0
+    said = " ".join(converted.stdout.split())  # the callback wraps long messages
+    assert f"{victim.name}: {older} is not as provision installed it (no manifest" in said, said[-3000:]
+    assert victim.ssh(f"test ! -e {older} && test ! -L /opt/ray/older", check=False).returncode == 0
     assert victim.ssh("sudo find /opt/ray ! -user root | head -3").stdout == ""
     assert victim.ssh("sudo cat /etc/raykit-canary && sudo rm /etc/raykit-canary").stdout == "canary\n"
     assert "0" not in uids_that_ran_planted_code(victim)

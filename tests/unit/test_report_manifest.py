@@ -106,6 +106,37 @@ def test_uvs_lock_file_writable_by_all_is_closed_before_the_manifest(tmp_path: P
     assert lock.stat().st_mode & 0o777 == 0o644 and report.tampering(str(env), deep=False)["trusted"]
 
 
+def test_provision_removes_the_other_environments_it_did_not_install_but_none_ray_runs(
+    env: Path, tmp_path: Path
+) -> None:
+    venvs = env.parent
+    venvs.chmod(0o755)
+    old, running, unit_runs = (venvs / f"ray-2.5{n}.0-py3.11.2" for n in (7, 8, 9))
+    for folder in (old, running, unit_runs):
+        (folder / "bin").mkdir(parents=True)  # no manifest: as an earlier version left it
+    links = [str(venvs.parent / name) for name in ("current", "previous", "older")]
+    Path(links[0]).symlink_to(running.relative_to(venvs.parent))  # relative: made by hand
+    Path(links[1]).symlink_to(old)
+    Path(links[2]).symlink_to(old)
+    # An interrupted rollback: the unit starts Ray from the environment previous named.
+    unit = tmp_path / "ray.service"
+    unit.write_text(f"[Service]\nExecStart={unit_runs}/bin/python -I /opt/ray/bin/ray-node start \\\n  --head\n")
+
+    def found(env_path: Path | str) -> dict:
+        return report.untrusted(str(venvs.parent), str(env_path), links, str(unit), False)
+
+    problems = found("/elsewhere")["problems"]
+    assert list(problems) == [str(old)] and "no manifest" in problems[str(old)]
+    assert found("/elsewhere")["remove"] == [links[2], links[1], f"{old}.manifest.json", str(old)]
+    (env / "planted.pth").write_text("import os\n")
+    assert list(found("/elsewhere")["problems"]) == [str(old), str(env)]
+    assert list(found(env)["problems"]) == [str(old)]
+    # A manifest a job wrote beside an old environment is none, not a crash.
+    for forged in ('{"files": ["x"]}', '{"files": {"a": 1}}', "[1]"):
+        Path(f"{old}.manifest.json").write_text(forged)
+        assert "no manifest" in found(env)["problems"][str(old)]
+
+
 def test_a_snapshot_restores_each_file_with_its_mode_and_content(tmp_path: Path) -> None:
     settings = tmp_path / "etc/ray"
     settings.mkdir(parents=True)

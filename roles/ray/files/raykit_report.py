@@ -78,6 +78,11 @@ def probe(spec):
         "paths": {path: path_state(path) for path in spec["paths"]},
         "python_tree": python_tree(spec["python_tree"], spec["deep"]),
         "stale": stale(spec["prefix"], spec["keep"], spec["links"]),
+        "untrusted": untrusted(
+            spec["prefix"], spec["env"], spec["links"], os.path.join("/etc/systemd/system", spec["unit"]), spec["deep"]
+        )
+        if spec["untrusted"]
+        else None,
         "user": user_state(spec["user"]),
         # Preflight refuses to make Ray's user of root or of a person's account.
         "user_uid": uid_of(spec["user"]),
@@ -384,7 +389,10 @@ def tampering(env, deep):
     path not root's or writable by others, and the digest of what the manifest holds."""
     try:
         manifest = json.loads(read_text(manifest_path(env)))["files"]
-    except (ValueError, KeyError, TypeError):
+        # Anything else in its place (a file a job could write beside an old environment) is none.
+        if not all(isinstance(entry, list) and len(entry) == 5 for entry in manifest.values()):
+            raise ValueError(manifest_path(env))
+    except (ValueError, KeyError, TypeError, AttributeError):
         return {
             "trusted": False,
             "files": [f"no manifest {manifest_path(env)}: not installed by this kit as root"],
@@ -455,6 +463,43 @@ def stale(prefix, keep, links=()):
         if os.path.isdir(path) and not os.path.islink(path):
             found += [os.path.join(path, name) for name in sorted(os.listdir(path))]
     return [path for path in found if path not in kept]
+
+
+def untrusted(prefix, env, links, unit_file, deep):
+    """The environments besides env (the report's) and those the cluster runs (current's, and
+    the unit's, which differs after an interrupted rollback) that are not as provision installed
+    them, as an earlier version that let Ray's user write them left them: each with its first
+    problem, and what provision removes for them (deploy's links naming them, their manifests,
+    themselves)."""
+    venvs = os.path.join(prefix, "venvs")
+    problems: dict[str, str] = {}
+    remove: list[str] = []
+    if os.path.isdir(venvs) and not os.path.islink(venvs):
+        named = {
+            link: os.path.normpath(os.path.join(os.path.dirname(link), os.readlink(link)))
+            for link in links
+            if os.path.islink(link)
+        }
+        running = {env, named.get(links[0]), unit_env(unit_file)}
+        for name in sorted(os.listdir(venvs)):
+            path = os.path.join(venvs, name)
+            if path in running or path.endswith(".manifest.json"):
+                continue
+            folder = os.path.isdir(path) and not os.path.islink(path)
+            found = tampering(path, deep)["files"] if folder else [f"not a folder: {path}"]
+            if found:
+                problems[path] = found[0]
+                remove += sorted(link for link, target in named.items() if target == path)
+                remove += [manifest_path(path), path]
+    return {"problems": problems, "remove": remove}
+
+
+def unit_env(unit_file):
+    """The environment the unit deploy wrote starts Ray from ("" without one)."""
+    for line in read_text(unit_file).splitlines():
+        if line.startswith("ExecStart="):
+            return line[len("ExecStart=") :].split()[0].removesuffix("/bin/python")
+    return ""
 
 
 def installed_packages():
